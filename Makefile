@@ -1,0 +1,35 @@
+# Every target sets up .venv first, so each of them works on a fresh clone.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# On a CPU machine this takes the 2.13.0 CPU wheel. Mac (MPS) or CUDA users: install your own
+# torch into $(VENV) first (or pass TORCH="torch==X --index-url ..."); an existing torch is kept.
+TORCH ?= torch==2.13.0
+STRATEGY ?= config/strategies/multi_indicator.yaml
+
+.PHONY: venv demo test lint bench clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install --disable-pip-version-check -q "$(TORCH)"
+	$(BIN)/pip install --disable-pip-version-check -q -e ".[test]"
+	touch $@
+
+demo: venv
+	$(BIN)/ktrdr-daemon train $(STRATEGY)
+
+test: venv
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+bench: venv
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) build *.egg-info
