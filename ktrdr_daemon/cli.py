@@ -1,0 +1,164 @@
+"""``ktrdr-daemon``: the command line (spool spec section 7)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from ktrdr_daemon.settings import Settings, load_settings
+from pipeline.errors import PipelineError
+
+EXIT_OK, EXIT_FAILED, EXIT_CANCELLED, EXIT_USAGE = 0, 1, 2, 64
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    names = ("spool", "models", "data", "strategies", "device", "slots", "daemon_id", "strict")
+    return load_settings({n: getattr(args, n, None) for n in names})
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Run one job or strategy file now, in the foreground, through the daemon's own code path."""
+    from ktrdr_daemon.console import TerminalReporter
+    from pipeline.job import load_job
+    from pipeline.run import run_training
+    from pipeline.stop import StopToken
+
+    settings = _settings(args)
+    job = load_job(Path(args.file), strategies_root=settings.strategies, strict=settings.strict)
+    reporter = TerminalReporter()
+    stop = StopToken()
+    try:
+        result = run_training(job, data_root=settings.data_root, models_root=settings.models,
+                              device=settings.device, on_event=reporter, stop=stop)
+    except KeyboardInterrupt:
+        reporter.close_bar()
+        print("interrupted: nothing was saved", file=sys.stderr)
+        return EXIT_CANCELLED
+    finally:
+        reporter.close_bar()
+    test = result.metrics["test"]
+    print(json.dumps({"model_path": str(result.model_path), "device": result.device,
+                      "test_accuracy": test["test_accuracy"], "f1": test["f1"],
+                      "warnings": result.warnings}, indent=2) if args.json else
+          f"model saved: {result.model_path}\n"
+          f"test accuracy {test['test_accuracy']:.3f}, f1 {test['f1']:.3f}, "
+          f"on {result.device} in {sum(result.timings.values()):.1f}s")
+    return EXIT_OK
+
+
+def cmd_features(args: argparse.Namespace) -> int:
+    """Write what the strategy feeds the network, one row per base bar (spec section 8)."""
+    from pipeline.labels import zigzag_labels
+
+    from pipeline import features as feat
+    from pipeline.job import load_job
+    from pipeline.market_data import load_prices
+
+    settings = _settings(args)
+    strategy = load_job(Path(args.strategy), strategies_root=settings.strategies).strategy
+    if args.timeframe:
+        strategy.base_timeframe = args.timeframe
+        if args.timeframe not in strategy.timeframes:
+            strategy.timeframes = [args.timeframe, *strategy.timeframes]
+    symbol = args.symbol or strategy.symbols[0]
+    bars = {tf: load_prices(settings.data_root, symbol, tf) for tf in strategy.timeframes}
+    frames = feat.compute_indicator_frames(strategy, bars)
+    feat.add_fuzzy(strategy, frames)
+    close = bars[strategy.base_timeframe]["close"].to_numpy()
+    labels = zigzag_labels(close, float(strategy.training["labels"]["zigzag_threshold"]))
+    table = feat.export_table(strategy, frames, labels)
+    table.to_csv(args.out, index=False, float_format="%.15g")
+    print(f"wrote {len(table)} rows x {len(table.columns)} columns to {args.out}")
+    return EXIT_OK
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    """Trained versions with their headline metrics; every known strategy trained or not."""
+    from pipeline.store import ModelStore
+    from pipeline.strategy import load_strategy
+
+    settings = _settings(args)
+    store = ModelStore(settings.models)
+    versions = store.versions(args.strategy)
+    known: set[str] = {v.strategy for v in versions}
+    if settings.strategies.is_dir() and not args.strategy:
+        for path in sorted(settings.strategies.glob("*.y*ml")):
+            try:
+                known.add(load_strategy(path).name)
+            except PipelineError:
+                continue
+    if args.strategy:
+        known.add(args.strategy)
+    rows = []
+    for name in sorted(known):
+        mine = [v for v in versions if v.strategy == name]
+        rows.append({"strategy": name, "trained": bool(mine), "versions": [
+            {"version": f"{v.timeframe}_v{v.version}", "path": str(v.path),
+             "created_at": v.created_at,
+             "test_accuracy": v.metrics.get("test", {}).get("test_accuracy"),
+             "f1": v.metrics.get("test", {}).get("f1")} for v in mine]})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return EXIT_OK
+    for row in rows:
+        print(f"{row['strategy']}: {'trained' if row['trained'] else 'untrained'}")
+        for v in row["versions"]:
+            acc = "-" if v["test_accuracy"] is None else f"{v['test_accuracy']:.3f}"
+            f1 = "-" if v["f1"] is None else f"{v['f1']:.3f}"
+            print(f"  {v['version']:<10} acc {acc}  f1 {f1}  {v['created_at']}  {v['path']}")
+    return EXIT_OK
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--spool", help="spool folder (KTRDR_SPOOL; default ./spool)")
+    p.add_argument("--models", help="model store root (KTRDR_MODELS; default ./models)")
+    p.add_argument("--data", help="price data root (KTRDR_DATA; default: bundled sample data)")
+    p.add_argument("--strategies", help="strategies root (KTRDR_STRATEGIES; "
+                   "default ./config/strategies)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ktrdr-daemon",
+        description="Train KTRDR neuro-fuzzy strategies from a spool folder.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("train", help="run one job or strategy file now, in the foreground")
+    p.add_argument("file", help="a job YAML or a KTRDR v3 strategy YAML")
+    p.add_argument("--device", help="auto | cpu | cuda | mps (KTRDR_DEVICE)")
+    p.add_argument("--strict", action="store_true", default=None,
+                   help="fail on indicator parameters the indicator does not use")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    _common(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("features", help="write the strategy's features to a CSV file")
+    p.add_argument("strategy")
+    p.add_argument("--out", required=True, help="CSV file to write")
+    p.add_argument("--symbol", help="default: the strategy's first symbol")
+    p.add_argument("--timeframe", help="base timeframe (default: the strategy's)")
+    _common(p)
+    p.set_defaults(func=cmd_features)
+
+    p = sub.add_parser("models", help="trained versions and their metrics")
+    p.add_argument("strategy", nargs="?")
+    p.add_argument("--json", action="store_true")
+    _common(p)
+    p.set_defaults(func=cmd_models)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except PipelineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,112 @@
+"""Step 6: split every symbol chronologically on its own, then concatenate the splits.
+
+Symbols are never a feature; each keeps its own labels (KTRDR reused the first symbol's labels
+for all of them). Raw-indicator inputs are normalized with parameters fitted on the training
+split only, so validation and test never leak into the scaling.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from pipeline.errors import FeatureError
+
+SPLITS = ("train", "validation", "test")
+
+
+@dataclass
+class SymbolData:
+    """One symbol's feature table (warm-up dropped) and its labels, row for row."""
+
+    symbol: str
+    features: pd.DataFrame
+    labels: np.ndarray
+
+
+@dataclass
+class Dataset:
+    """The arrays the trainer reads, plus what is needed to reproduce them at inference."""
+
+    feature_names: list[str]
+    X: dict[str, np.ndarray]  # split -> float32 (rows, features)
+    y: dict[str, np.ndarray]  # split name -> int64 (rows,)
+    normalization: dict[str, dict]  # feature -> {"method": ..., params}
+    rows: dict[str, dict[str, int]]  # symbol -> split name -> rows
+
+
+def split_counts(n: int, split: Mapping[str, float]) -> tuple[int, int, int]:
+    """Train: first int(N*train) rows; validation: to int(N*(train+validation)); test: rest."""
+    n_train = int(n * split["train"])
+    n_val = int(n * (split["train"] + split["validation"])) - n_train
+    return n_train, n_val, n - n_train - n_val
+
+
+def fit_normalization(
+    train: np.ndarray, feature_names: list[str], methods: Mapping[str, str]
+) -> dict[str, dict]:
+    """Fit min-max or z-score parameters on the training rows of the features that ask for it."""
+    params: dict[str, dict] = {}
+    for column, name in enumerate(feature_names):
+        method = methods.get(name, "none")
+        values = train[:, column].astype(np.float64)
+        if method == "minmax":
+            params[name] = {"method": "minmax",
+                            "min": float(values.min()), "max": float(values.max())}
+        elif method == "zscore":
+            params[name] = {"method": "zscore",
+                            "mean": float(values.mean()), "std": float(values.std())}
+    return params
+
+
+def apply_normalization(
+    X: np.ndarray, feature_names: list[str], params: Mapping[str, dict]
+) -> np.ndarray:
+    """Scale columns in place of a copy; a constant training column maps to 0, never to inf."""
+    out = X.astype(np.float64, copy=True)
+    for column, name in enumerate(feature_names):
+        p = params.get(name)
+        if p is None:
+            continue
+        if p["method"] == "minmax":
+            span = p["max"] - p["min"]
+            out[:, column] = (out[:, column] - p["min"]) / span if span > 0 else 0.0
+        else:
+            std = p["std"]
+            out[:, column] = (out[:, column] - p["mean"]) / std if std > 0 else 0.0
+    return out
+
+
+def build_dataset(
+    parts: list[SymbolData], split: Mapping[str, float], normalization: Mapping[str, str]
+) -> Dataset:
+    """Split each symbol chronologically, concatenate in symbol order, normalize, cast."""
+    if not parts:
+        raise FeatureError("no symbol produced any rows")
+    names = list(parts[0].features.columns)
+    chunks: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}
+    labels: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}
+    rows: dict[str, dict[str, int]] = {}
+    for part in parts:
+        values = part.features.to_numpy(np.float64)
+        n_train, n_val, n_test = split_counts(len(values), split)
+        bounds = {"train": (0, n_train), "validation": (n_train, n_train + n_val),
+                  "test": (n_train + n_val, len(values))}
+        for name, (lo, hi) in bounds.items():
+            chunks[name].append(values[lo:hi])
+            labels[name].append(part.labels[lo:hi])
+        rows[part.symbol] = {"train": n_train, "validation": n_val, "test": n_test}
+    X = {name: np.concatenate(chunks[name]) for name in SPLITS}
+    y = {name: np.concatenate(labels[name]).astype(np.int64) for name in SPLITS}
+    for name in SPLITS:
+        if len(X[name]) == 0:
+            raise FeatureError(
+                f"the {name} split is empty ({sum(len(p.labels) for p in parts)} rows in all); "
+                "use more data or change training.data_split"
+            )
+    params = fit_normalization(X["train"], names, normalization)
+    X = {name: apply_normalization(X[name], names, params).astype(np.float32) for name in SPLITS}
+    return Dataset(feature_names=names, X=X, y=y, normalization=params, rows=rows)

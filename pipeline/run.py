@@ -1,0 +1,240 @@
+"""The one entry point: the twelve steps, in order, from a job to a saved model.
+
+This is the only code that trains. The CLI's ``train`` and every daemon worker call
+:func:`run_training` unchanged; they differ only in the callback they pass (a terminal bar or
+progress files) and in who flips the stop token.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pipeline import features as feat
+from pipeline.dataset import SymbolData, build_dataset
+from pipeline.device import describe_device, select_device
+from pipeline.errors import DataError
+from pipeline.evaluate import evaluate_model, permutation_importance
+from pipeline.events import STEPS, OnEvent, ignore_event
+from pipeline.job import Job
+from pipeline.labels import LABEL_NAMES, zigzag_labels
+from pipeline.market_data import load_prices
+from pipeline.model import build_mlp
+from pipeline.stop import StopSource, raise_if_stopped
+from pipeline.store import ModelStore
+from pipeline.trainer import TrainingConfig, seed_everything, train_model
+
+
+@dataclass
+class RunResult:
+    """What a finished run gives back to its caller (and what ``result.json`` reports)."""
+
+    model_path: Path
+    metrics: dict[str, Any]
+    timings: dict[str, float]
+    warnings: list[str]
+    device: str
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+class StepReporter:
+    """Emits numbered ``step``/``substep`` events and times each step."""
+
+    def __init__(self, on_event: OnEvent, stop: StopSource | None) -> None:
+        self.on_event, self.stop = on_event, stop
+        self.timings: dict[str, float] = {}
+        self._current: tuple[str, float] | None = None
+
+    def step(self, number: int, message: str) -> None:
+        raise_if_stopped(self.stop)
+        self.finish()
+        name = STEPS[number - 1]
+        self._current = (name, time.perf_counter())
+        self.on_event({"type": "step", "step": number, "steps": len(STEPS), "name": name,
+                       "message": f"{number}. {message}"})
+
+    def sub(self, message: str) -> None:
+        self.on_event({"type": "substep", "step": self._step_number(), "message": message})
+
+    def warn(self, message: str) -> None:
+        self.on_event({"type": "warning", "message": message})
+
+    def finish(self) -> None:
+        if self._current is not None:
+            name, started = self._current
+            self.timings[name] = round(time.perf_counter() - started, 6)
+            self._current = None
+
+    def _step_number(self) -> int:
+        return STEPS.index(self._current[0]) + 1 if self._current else 0
+
+
+def run_training(
+    job: Job,
+    *,
+    data_root: Path,
+    models_root: Path,
+    device: str = "auto",
+    job_id: str | None = None,
+    on_event: OnEvent | None = None,
+    stop: StopSource | None = None,
+    resume: dict[str, Any] | None = None,
+    on_checkpoint: Callable[[dict[str, Any]], None] | None = None,
+    before_publish: Callable[[], None] | None = None,
+) -> RunResult:
+    """Train ``job`` and publish the model; raises ``PipelineError`` subclasses on bad input.
+
+    ``resume`` is a checkpoint emitted earlier through ``on_checkpoint``: steps 1-7 are
+    recomputed (they are deterministic) and training continues where it stopped.
+    ``before_publish`` runs right before the model version is renamed into place; raising
+    there publishes nothing (the daemon's fence).
+    """
+    steps = StepReporter(on_event or ignore_event, stop)
+    strategy = job.strategy
+    for warning in job.warnings:
+        steps.warn(warning)
+    symbols, timeframes, base_tf = strategy.symbols, strategy.timeframes, strategy.base_timeframe
+
+    # 1. data loading
+    steps.step(1, f"Loading market data for {_count(len(symbols), 'symbol')}")
+    bars: dict[str, dict[str, Any]] = {}
+    for symbol in symbols:
+        bars[symbol] = {}
+        for tf in timeframes:
+            frame = load_prices(data_root, symbol, tf, strategy.start_date, strategy.end_date)
+            if len(frame) < strategy.history_required and tf == base_tf:
+                raise DataError(
+                    f"{symbol} {tf}: {len(frame)} bars, fewer than training_data.history_required"
+                    f" ({strategy.history_required}); widen the date range or lower it")
+            bars[symbol][tf] = frame
+            steps.sub(f"{symbol} {tf}: {len(frame)} bars, "
+                      f"{frame.index[0]:%Y-%m-%d %H:%M} .. {frame.index[-1]:%Y-%m-%d %H:%M}")
+
+    # 2. indicators
+    steps.step(2, f"Computing {_count(len(strategy.indicators), 'indicator')} "
+                  f"on {_count(len(timeframes), 'timeframe')}")
+    frames = {symbol: feat.compute_indicator_frames(strategy, bars[symbol]) for symbol in symbols}
+    steps.sub(", ".join(f"{i}: {spec['type']}" for i, spec in strategy.indicators.items()))
+
+    # 3. fuzzy memberships
+    steps.step(3, f"Computing fuzzy memberships for {_count(len(strategy.fuzzy_sets), 'set')}")
+    for symbol in symbols:
+        feat.add_fuzzy(strategy, frames[symbol])
+    for set_id, fuzzy_set in strategy.fuzzy_sets.items():
+        names = ", ".join(m["name"] for m in fuzzy_set["memberships"])
+        steps.sub(f"{set_id} ({fuzzy_set['indicator']}): {names}")
+
+    # 4. features
+    names = feat.resolved_features(strategy)
+    steps.step(4, f"Building {_count(len(names), 'feature')}")
+    tables = {}
+    for symbol in symbols:
+        table = feat.feature_table(strategy, frames[symbol])
+        tables[symbol], dropped = feat.drop_warmup(table, symbol)
+        steps.sub(f"{symbol}: {len(tables[symbol])} rows ({dropped} warm-up rows dropped)")
+
+    # 5. labels
+    labels_cfg = strategy.training["labels"]
+    threshold = float(labels_cfg["zigzag_threshold"])
+    steps.step(5, f"Labelling with zigzag at {threshold:.2%}")
+    labelled: list[SymbolData] = []
+    for symbol in symbols:
+        close = bars[symbol][base_tf]["close"].to_numpy(np.float64)
+        all_labels = zigzag_labels(close, threshold)
+        keep = bars[symbol][base_tf].index.get_indexer(tables[symbol].index)
+        labels = all_labels[keep]
+        labelled.append(SymbolData(symbol, tables[symbol], labels))
+        steps.sub(f"{symbol}: {_distribution(labels)}")
+
+    # 6. dataset
+    steps.step(6, "Combining symbols and splitting chronologically")
+    normalization = {f"{tf}_{spec['raw_indicator']}_raw": spec.get("normalization", "none")
+                     for spec in strategy.nn_inputs if "raw_indicator" in spec
+                     for tf in spec["timeframes"]}
+    dataset = build_dataset(labelled, strategy.training["data_split"], normalization)
+    for split in ("train", "validation", "test"):
+        steps.sub(f"{split}: {len(dataset.y[split])} rows, {_distribution(dataset.y[split])}")
+
+    # 7. model creation
+    config = TrainingConfig.from_strategy(strategy.training)
+    torch_device = select_device(device)
+    device_info = describe_device(torch_device)
+    steps.step(7, f"Creating the model on {device_info['device']}")
+    seed_everything(config.seed)
+    arch = strategy.model
+    model = build_mlp(len(names), arch["hidden_layers"], arch["dropout"], arch["activation"])
+    steps.sub(f"MLP {len(names)} -> {arch['hidden_layers']} -> 3, {arch['activation']}, "
+              f"dropout {arch['dropout']}, seed {config.seed}")
+
+    # 8. training
+    steps.step(8, f"Training model: {config.epochs} epochs, batch {config.batch_size}")
+    tensors = {s: (torch.from_numpy(dataset.X[s]), torch.from_numpy(dataset.y[s]))
+               for s in ("train", "validation", "test")}
+    trained = train_model(model, *tensors["train"], *tensors["validation"], config,
+                          device=torch_device, on_event=on_event, stop=stop,
+                          resume=resume, on_checkpoint=on_checkpoint)
+    early = ", stopped early" if trained.stopped_early else ""
+    steps.sub(f"best epoch {trained.best_epoch} (val_loss {trained.best_val_loss:.4f}), "
+              f"{trained.epochs_run} epochs run{early}")
+
+    # 9. evaluation
+    steps.step(9, "Evaluating on the test split")
+    test = evaluate_model(model, *tensors["test"], device=torch_device)
+    steps.sub(f"accuracy {test['test_accuracy']:.3f}, loss {test['test_loss']:.4f}, "
+              f"f1 {test['f1']:.3f}")
+
+    # 10. feature importance
+    steps.step(10, "Permutation importance on the validation split")
+    importance = permutation_importance(model, *tensors["validation"], names,
+                                        seed=config.seed, device=torch_device)
+    top = sorted(importance.items(), key=lambda kv: kv[1], reverse=True)[:3]
+    steps.sub("top: " + ", ".join(f"{k} {v:+.4f}" for k, v in top))
+
+    # 11. model saving
+    steps.step(11, f"Saving the model to {models_root}")
+    raise_if_stopped(stop)
+    metrics = {
+        "training": {"best_epoch": trained.best_epoch, "best_val_loss": trained.best_val_loss,
+                     "epochs_run": trained.epochs_run, "stopped_early": trained.stopped_early,
+                     "duration": trained.duration,
+                     "samples_per_second": trained.samples_per_second,
+                     "history": trained.history},
+        "test": test,
+        "rows": dataset.rows,
+    }
+    model_path = ModelStore(models_root).save(
+        strategy_name=strategy.name, base_timeframe=base_tf, model=model,
+        config=strategy.raw, metrics=metrics,
+        features={"resolved_features": names, "importance": importance,
+                  "normalization": dataset.normalization},
+        metadata={"strategy": strategy.name, "timeframe": base_tf, "timeframes": timeframes,
+                  "symbols": symbols, "device": device_info["device"], "seed": config.seed,
+                  "job_id": job_id},
+        metadata_v3={"resolved_features": names, "indicators": strategy.indicators,
+                     "fuzzy_sets": strategy.fuzzy_sets, "nn_inputs": strategy.nn_inputs},
+        before_publish=before_publish,
+    )
+    steps.sub(str(model_path))
+
+    # 12. results
+    steps.step(12, "Done")
+    steps.sub(f"test accuracy {test['test_accuracy']:.3f}; model {model_path}")
+    steps.finish()
+    return RunResult(model_path=model_path, metrics=metrics, timings=steps.timings,
+                     warnings=list(job.warnings), device=device_info["device"],
+                     history=trained.history)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _distribution(labels: np.ndarray) -> str:
+    counts = np.bincount(labels, minlength=3)
+    return ", ".join(f"{name} {count}" for name, count in zip(LABEL_NAMES, counts, strict=True))
