@@ -1,0 +1,364 @@
+"""The model store: ``{root}/{strategy}/{timeframe}_v{N}/`` folders and a ``_latest`` link.
+
+The filesystem is the database. A version is written whole into ``{root}/.staging/<unique>``,
+flushed, then renamed into place in one step, so readers see all of it or nothing, and a crash
+leaves only staging litter that no reader looks at. Two writers that pick the same N race on
+that rename; the loser (the target folder already exists and is not empty) takes N+1.
+Loading never unpickles: the MLP is rebuilt from JSON and ``model.pt`` is read with
+``weights_only=True``. ``model_full.pt`` (a pickled module) is written only for KTRDR's loader.
+
+``torch.save`` output is a function of the tensors and the file's base name (the zip's record
+prefix), so the same weights always give a byte-identical ``model.pt``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import errno
+import json
+import math
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pipeline.errors import PipelineError
+from pipeline.model import MLP, build_mlp
+
+STAGING = ".staging"
+FILES = (
+    "model.pt",
+    "config.json",
+    "metrics.json",
+    "features.json",
+    "metadata.json",
+    "metadata_v3.json",
+    "model_full.pt",
+)
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+@dataclass
+class LoadedModel:
+    """A saved version, rebuilt on the CPU in eval mode."""
+
+    model: MLP
+    metadata: dict
+    features: list[str]
+    config: dict
+    metrics: dict
+    path: Path
+
+
+@dataclass
+class VersionInfo:
+    """One complete version as :meth:`ModelStore.versions` lists it."""
+
+    strategy: str
+    timeframe: str
+    version: int
+    path: Path
+    metrics: dict
+    created_at: str | None
+
+
+def _check_name(kind: str, name: str) -> str:
+    if not _SAFE_NAME.match(name) or name.startswith("."):
+        raise PipelineError(
+            f"{kind} {name!r} cannot name a model-store folder: use letters, digits, _ - . "
+            "and do not start with a dot"
+        )
+    return name
+
+
+def _plain(value: Any) -> Any:
+    """JSON-ready copy: numpy and torch scalars become Python, non-finite floats become null
+    (strict JSON has no NaN, and every reader must be able to parse our files)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.ndarray | torch.Tensor):
+        return _plain(value.tolist())
+    if isinstance(value, np.generic):
+        return _plain(value.item())
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make a folder's entries (new names, renames) durable; not possible on every OS."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    text = json.dumps(_plain(data), indent=2, allow_nan=False) + "\n"
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _write_torch(path: Path, obj: Any) -> None:
+    with open(path, "wb") as handle:
+        torch.save(obj, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+class ModelStore:
+    """Publish, list, load and delete model versions under ``root``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def save(
+        self,
+        *,
+        strategy_name: str,
+        base_timeframe: str,
+        model: MLP,
+        config: dict,
+        metrics: dict,
+        features: dict,
+        metadata: dict,
+        metadata_v3: dict,
+        before_publish: Callable[[], None] | None = None,
+    ) -> Path:
+        """Write a new version and return its folder.
+
+        ``before_publish`` runs after everything is on disk and before the rename; the daemon
+        re-checks its claim and the cancel flag there, and raises to withdraw. Then nothing is
+        published and the staging folder is removed.
+        """
+        strategy = _check_name("strategy", strategy_name)
+        timeframe = _check_name("timeframe", base_timeframe)
+        staging_root = self.root / STAGING
+        staging_root.mkdir(parents=True, exist_ok=True)
+        staging = staging_root / f"{strategy}-{timeframe}-{os.getpid()}-{uuid.uuid4().hex}"
+        staging.mkdir()
+        try:
+            self._write_version(
+                staging,
+                strategy,
+                timeframe,
+                model,
+                config,
+                metrics,
+                features,
+                metadata,
+                metadata_v3,
+            )
+            _fsync_dir(staging)
+            if before_publish is not None:
+                before_publish()
+            target = self._publish(staging, strategy, timeframe)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        self._update_latest(target.parent, timeframe)
+        return target
+
+    def _write_version(
+        self,
+        folder: Path,
+        strategy: str,
+        timeframe: str,
+        model: MLP,
+        config: dict,
+        metrics: dict,
+        features: dict,
+        metadata: dict,
+        metadata_v3: dict,
+    ) -> None:
+        state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        full = copy.deepcopy(model).cpu().eval()
+        meta = {"strategy": strategy, "timeframe": timeframe, **metadata}
+        meta.update(
+            is_trained=True,
+            created_at=metadata.get("created_at")
+            or datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            torch_version=torch.__version__,
+            architecture=dict(model.config),
+            input_size=model.config["input_size"],
+        )
+        _write_torch(folder / "model.pt", state)
+        _write_json(folder / "config.json", config)
+        _write_json(folder / "metrics.json", metrics)
+        _write_json(folder / "features.json", features)
+        _write_json(folder / "metadata.json", meta)
+        _write_json(folder / "metadata_v3.json", metadata_v3)
+        _write_torch(folder / "model_full.pt", full)
+
+    def _publish(self, staging: Path, strategy: str, timeframe: str) -> Path:
+        """Rename the staging folder to the next free ``_v{N}``; a taken N means retry N+1."""
+        parent = self.root / strategy
+        parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(10_000):
+            numbers = self._numbers(parent, timeframe)
+            target = parent / f"{timeframe}_v{max(numbers, default=0) + 1}"
+            try:
+                # POSIX rename onto an existing non-empty folder fails, so exactly one writer
+                # wins each N. Published folders are never empty.
+                os.rename(staging, target)
+            except OSError as exc:
+                if exc.errno in (errno.EEXIST, errno.ENOTEMPTY, errno.EISDIR):
+                    continue
+                raise
+            _fsync_dir(parent)
+            return target
+        raise PipelineError(f"could not find a free version number under {parent}")
+
+    @staticmethod
+    def _numbers(parent: Path, timeframe: str) -> list[int]:
+        pattern = re.compile(rf"^{re.escape(timeframe)}_v(\d+)$")
+        if not parent.is_dir():
+            return []
+        found = []
+        for entry in os.scandir(parent):
+            match = pattern.match(entry.name)
+            if match and entry.is_dir(follow_symlinks=False):
+                found.append(int(match.group(1)))
+        return found
+
+    def _update_latest(self, parent: Path, timeframe: str) -> None:
+        """Point ``{tf}_latest`` at the highest version, atomically.
+
+        Concurrent writers may each compute "highest" before the other publishes, so after
+        each replace we look again: a writer that just installed a stale target sees a higher
+        version and repeats, so the last replace of every writer names the true highest.
+        """
+        link = parent / f"{timeframe}_latest"
+        while True:
+            numbers = self._numbers(parent, timeframe)
+            if not numbers:
+                with contextlib.suppress(FileNotFoundError):
+                    link.unlink()
+                _fsync_dir(parent)
+                return
+            top = max(numbers)
+            temp = parent / f".{timeframe}_latest.{os.getpid()}.{uuid.uuid4().hex}"
+            os.symlink(f"{timeframe}_v{top}", temp)  # relative: the store can be moved
+            os.replace(temp, link)
+            _fsync_dir(parent)
+            if max(self._numbers(parent, timeframe), default=0) == top:
+                return
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def load(self, path: Path) -> LoadedModel:
+        """Rebuild the model of a version folder (or ``_latest`` link) on the CPU, eval mode."""
+        folder = Path(path).resolve()
+        if not (folder / "model.pt").is_file():
+            raise PipelineError(f"{path} is not a saved model version (no model.pt)")
+        metadata = _read_json(folder / "metadata.json")
+        config = _read_json(folder / "config.json")
+        features = _read_json(folder / "features.json")
+        metrics = _read_json(folder / "metrics.json")
+        architecture = metadata.get("architecture") or {
+            **config.get("model", {}).get("architecture", {}),
+            "input_size": metadata["input_size"],
+        }
+        model = build_mlp(
+            input_size=int(architecture["input_size"]),
+            hidden_layers=list(architecture["hidden_layers"]),
+            dropout=float(architecture.get("dropout", 0.0)),
+            activation=str(architecture.get("activation", "relu")),
+        )
+        state = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+        model.eval()
+        names = features.get("feature_names", features.get("features", []))
+        return LoadedModel(model, metadata, list(names), config, metrics, folder)
+
+    def versions(self, strategy: str | None = None) -> list[VersionInfo]:
+        """Every published version (staging is never listed), sorted by strategy, tf, N."""
+        if not self.root.is_dir():
+            return []
+        strategies = (
+            [strategy]
+            if strategy
+            else sorted(
+                e.name for e in os.scandir(self.root) if e.is_dir() and not e.name.startswith(".")
+            )
+        )
+        found: list[VersionInfo] = []
+        pattern = re.compile(r"^(.+)_v(\d+)$")
+        for name in strategies:
+            parent = self.root / name
+            if not parent.is_dir():
+                continue
+            for entry in sorted(os.scandir(parent), key=lambda e: e.name):
+                match = pattern.match(entry.name)
+                if not match or not entry.is_dir(follow_symlinks=False):
+                    continue
+                folder = Path(entry.path)
+                try:
+                    metrics = _read_json(folder / "metrics.json")
+                    created = _read_json(folder / "metadata.json").get("created_at")
+                except (OSError, ValueError):
+                    continue  # being deleted right now
+                found.append(
+                    VersionInfo(name, match.group(1), int(match.group(2)), folder, metrics, created)
+                )
+        found.sort(key=lambda v: (v.strategy, v.timeframe, v.version))
+        return found
+
+    def is_trained(self, strategy: str) -> bool:
+        """A strategy is trained when it has at least one complete version."""
+        return bool(self.versions(strategy))
+
+    # -- deleting --------------------------------------------------------------------------
+
+    def delete(self, path: Path) -> None:
+        """Remove a version: rename it out of sight first (one atomic step), then delete the
+        files at leisure, then repoint ``_latest`` at the highest version left."""
+        folder = Path(path)
+        if folder.is_symlink():
+            folder = folder.parent / os.readlink(folder)
+        folder = folder.resolve()
+        match = re.match(r"^(.+)_v\d+$", folder.name)
+        if not match or not (folder / "model.pt").exists():
+            raise PipelineError(f"{path} is not a saved model version")
+        trash = (
+            self.root / STAGING / f"deleted-{folder.parent.name}-{folder.name}-{uuid.uuid4().hex}"
+        )
+        trash.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(folder, trash)
+        _fsync_dir(folder.parent)
+        self._update_latest(folder.parent, match.group(1))
+        shutil.rmtree(trash, ignore_errors=True)
+
+
+def predict(loaded: LoadedModel, X: np.ndarray) -> np.ndarray:
+    """Class ids (0 BUY, 1 HOLD, 2 SELL) for the rows of ``X``."""
+    with torch.no_grad():
+        logits = loaded.model(torch.as_tensor(np.asarray(X), dtype=torch.float32))
+    return logits.argmax(1).numpy()
