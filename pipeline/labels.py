@@ -86,7 +86,7 @@ def _checked(close: np.ndarray, threshold: float) -> list[float]:
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise DataError(
-            f"close at bar {i} is {values[i]!r}; zigzag labels need positive finite closes "
+            f"close at bar {i} is {float(values[i])!r}; zigzag labels need positive finite closes "
             "(drop or fix that bar before labelling)"
         )
     return values.tolist()

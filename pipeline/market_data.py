@@ -141,9 +141,7 @@ def _standardize(raw: pd.DataFrame, path: Path, unit: str, numbers: np.ndarray) 
     return _drop_duplicates(frame, path, unit, numbers)
 
 
-def _parse_times(
-    column: pd.Series, path: Path, unit: str, numbers: np.ndarray
-) -> pd.DatetimeIndex:
+def _parse_times(column: pd.Series, path: Path, unit: str, numbers: np.ndarray) -> pd.DatetimeIndex:
     """Parse with the first format that reads every row; naive times are UTC, aware converted."""
     text = column.astype("string").str.strip()
     best: pd.Series | None = None
@@ -183,15 +181,15 @@ def _check_prices(data: dict[str, np.ndarray], path: Path, unit: str, numbers: n
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
             raise DataError(
-                f"{path}: {unit} {numbers[i]}: {name} is {data[name][i]!r}; prices must be "
+                f"{path}: {unit} {numbers[i]}: {name} is {float(data[name][i])!r}; prices must be "
                 "positive and finite. Fix or remove that row."
             )
     bad = data["high"] < data["low"]
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise DataError(
-            f"{path}: {unit} {numbers[i]}: high {data['high'][i]!r} is below low "
-            f"{data['low'][i]!r}; fix or remove that row (are the columns swapped?)"
+            f"{path}: {unit} {numbers[i]}: high {float(data['high'][i])!r} is below low "
+            f"{float(data['low'][i])!r}; fix or remove that row (are the columns swapped?)"
         )
 
 
@@ -234,9 +232,7 @@ def find_price_file(data_root: Path, symbol: str, timeframe: str) -> Path | None
     """The file for one symbol and timeframe, or None; names come from user YAML: no path tricks."""
     for label, value in (("symbol", symbol), ("timeframe", timeframe)):
         if not isinstance(value, str) or not _NAME_PART.fullmatch(value):
-            raise DataError(
-                f"{label} {value!r} may only contain letters, digits, '_', '.' and '-'"
-            )
+            raise DataError(f"{label} {value!r} may only contain letters, digits, '_', '.' and '-'")
     root = Path(data_root).resolve()
     hits = [
         Path(data_root) / f"{symbol}_{timeframe}{suffix}"
@@ -377,7 +373,7 @@ def resample_bars(
     if source_timeframe is not None:
         source = timeframe_delta(source_timeframe)
     elif len(bars) > 1:
-        source = pd.Timedelta(np.diff(bars.index.asi8).min(), "ns")
+        source = (bars.index[1:] - bars.index[:-1]).min()
     else:
         raise DataError("cannot infer the bar length of a single bar; pass source_timeframe")
     if not _divides(source, target):

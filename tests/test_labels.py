@@ -130,7 +130,7 @@ def test_legs_alternate_and_each_move_reaches_the_threshold(
     assert np.all(np.abs(moves) >= threshold * (1 - 1e-9))
     assert np.all(np.sign(moves[1:]) != np.sign(moves[:-1]))
     assert np.all(labels[pivots] == H)
-    assert np.all(labels[pivots[-1]:] == H)
+    assert np.all(labels[pivots[-1] :] == H)
     for a, b in zip(pivots[:-1], pivots[1:], strict=True):
         assert np.all(labels[a + 1 : b] == (B if close[b] > close[a] else S))
 
