@@ -82,7 +82,13 @@ def read_price_file(path: Path) -> pd.DataFrame:
         except (OSError, ValueError, pd.errors.ParserError) as exc:
             raise DataError(f"{path}: cannot read as CSV ({exc})") from exc
         if len(raw.columns) and _is_unnamed(str(raw.columns[0])):
-            raw = raw.rename(columns={raw.columns[0]: "timestamp"})
+            # An unnamed first column is the saved index: the times, unless a named time column
+            # exists, in which case it is a row counter (``df.reset_index().to_csv()``).
+            named = {str(c).strip().lower() for c in raw.columns[1:]}
+            if named & set(_TIME_NAMES):
+                raw = raw.drop(columns=raw.columns[0])
+            else:
+                raw = raw.rename(columns={raw.columns[0]: "timestamp"})
         where = ("line", np.arange(len(raw)) + 2)
     elif suffix == ".parquet":
         try:
@@ -143,6 +149,10 @@ def _standardize(raw: pd.DataFrame, path: Path, unit: str, numbers: np.ndarray) 
 
 def _parse_times(column: pd.Series, path: Path, unit: str, numbers: np.ndarray) -> pd.DatetimeIndex:
     """Parse with the first format that reads every row; naive times are UTC, aware converted."""
+    if isinstance(column.dtype, pd.DatetimeTZDtype):
+        return pd.DatetimeIndex(column).tz_convert("UTC").as_unit("ns")
+    if pd.api.types.is_datetime64_dtype(column.dtype):
+        return pd.DatetimeIndex(column).tz_localize("UTC").as_unit("ns")
     text = column.astype("string").str.strip()
     best: pd.Series | None = None
     for fmt in _DATE_FORMATS:

@@ -139,6 +139,24 @@ def test_column_name_variants(tmp_path: Path, header: str) -> None:
     assert frame.iloc[0].tolist() == [1.0, 2.0, 0.5, 1.5, 7.0]
 
 
+def test_saved_row_counter_beside_a_time_column_is_ignored(tmp_path: Path) -> None:
+    rows = [
+        ",timestamp,open,high,low,close",
+        "0,2020-01-02 10:00,1,2,0.5,1.5",
+        "1,2020-01-02 11:00,1,2,0.5,1.5",
+    ]
+    text = "\n".join(rows) + "\n"
+    frame = read_price_file(write(tmp_path / "X_1h.csv", text))
+    assert frame.index.tolist() == [utc("2020-01-02 10:00"), utc("2020-01-02 11:00")]
+
+
+def test_parquet_with_aware_non_utc_index(tmp_path: Path) -> None:
+    original = read_price_file(ROOT / "GOOG_1d.csv").iloc[:10]
+    shifted = original.tz_convert("America/New_York")
+    shifted.to_parquet(tmp_path / "G_1d.parquet")
+    pd.testing.assert_frame_equal(read_price_file(tmp_path / "G_1d.parquet"), original)
+
+
 def test_aware_times_are_converted_to_utc(tmp_path: Path) -> None:
     text = (
         "timestamp,open,high,low,close,volume\n"
