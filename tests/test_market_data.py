@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeline.errors import DataError
 from pipeline.market_data import (
@@ -465,3 +467,21 @@ def test_alignment_of_an_empty_frame_is_all_nan() -> None:
     index = pd.date_range("2020-01-01", periods=3, freq="1h", tz="UTC")
     empty = pd.DataFrame({"x": np.array([], dtype=float)}, index=pd.DatetimeIndex([], tz="UTC"))
     assert align_to_base(index, "1h", empty, "4h")["x"].isna().all()
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    keep=st.lists(st.booleans(), min_size=1, max_size=200),
+    frame_tf=st.sampled_from(["2h", "4h", "1d"]),
+)
+def test_alignment_with_gaps_never_looks_ahead(keep: list[bool], frame_tf: str) -> None:
+    """Session gaps and missing bars: still only bars closed by the base close, the latest one."""
+    bars = hourly("2020-01-06 00:00", list(np.linspace(10, 20, len(keep))))[np.array(keep)]
+    if bars.empty:
+        return
+    higher = resample_bars(bars, frame_tf, source_timeframe="1h")
+    aligned = align_to_base(bars.index, "1h", higher.assign(start=higher.index), frame_tf)
+    closes = higher.index + timeframe_delta(frame_tf)
+    for t, seen in zip(bars.index, aligned["start"], strict=True):
+        visible = higher.index[closes <= t + pd.Timedelta(hours=1)]
+        assert (pd.isna(seen) and len(visible) == 0) or seen == visible[-1]
