@@ -95,7 +95,7 @@ def read_price_file(path: Path) -> pd.DataFrame:
             raw = pd.read_parquet(path)
         except (OSError, ValueError, ImportError) as exc:
             raise DataError(f"{path}: cannot read as Parquet ({exc})") from exc
-        if isinstance(raw.index, pd.DatetimeIndex):
+        if isinstance(raw.index, pd.DatetimeIndex) or str(raw.index.name).lower() in _TIME_NAMES:
             raw = raw.reset_index(names=raw.index.name or "timestamp")
         else:
             raw = raw.reset_index(drop=True)
