@@ -20,39 +20,42 @@ def _as_array(x: np.ndarray | Sequence[float] | float) -> np.ndarray:
 
 
 def triangular(x: np.ndarray, a: float, b: float, c: float) -> np.ndarray:
-    """Triangle on ``[a, b, c]``; tests in this order, the first that holds wins.
+    """Triangle on ``[a, b, c]`` with KTRDR's rules, in this order, the first that holds wins.
 
     NaN -> NaN; ``x == b`` -> 1 (so the shoulder ``[0, 0, 20]`` is 1 at 0); ``x <= a`` or
     ``x >= c`` -> 0 (no open shoulders: ``[60, 75, 100]`` is 0 at 100); ``x < b`` -> rising
     ``(x - a)/(b - a)``; otherwise falling ``(c - x)/(c - b)``.
+
+    Computed as ``clip(min(rising, falling), 0, 1)``, which gives those exact values (the edge
+    that does not apply is >= 1 in floating point too) in three passes instead of a select
+    over four masks; only a zero-width edge (0/0 at ``x == b``) needs the peak set again.
     """
     x = _as_array(x)
     with np.errstate(divide="ignore", invalid="ignore"):
-        rising = (x - a) / (b - a)
-        falling = (c - x) / (c - b)
-    return np.select(
-        [np.isnan(x), x == b, (x <= a) | (x >= c), x < b],
-        [np.nan, 1.0, 0.0, rising],
-        default=falling,
-    )
+        out = (x - a) / (b - a)
+        np.minimum(out, (c - x) / (c - b), out=out)
+    np.clip(out, 0.0, 1.0, out=out)
+    if a == b or b == c:
+        out[x == b] = 1.0
+    return out
 
 
 def trapezoidal(x: np.ndarray, a: float, b: float, c: float, d: float) -> np.ndarray:
-    """Trapezoid on ``[a, b, c, d]``; tests in this order, the first that holds wins.
+    """Trapezoid on ``[a, b, c, d]`` with KTRDR's rules, in this order, the first that holds wins.
 
     NaN -> NaN; ``x <= a`` or ``x >= d`` -> 0 (this wins, so ``[0, 0, 20, 30]`` is 0 at 0);
     ``b <= x <= c`` -> 1; ``x < b`` -> rising ``(x - a)/(b - a)``; otherwise falling
-    ``(d - x)/(d - c)``.
+    ``(d - x)/(d - c)``. Computed like :func:`triangular`; a zero-width edge sets the zero
+    test again because its 0/0 (or inf) would otherwise survive at ``a`` or ``d``.
     """
     x = _as_array(x)
     with np.errstate(divide="ignore", invalid="ignore"):
-        rising = (x - a) / (b - a)
-        falling = (d - x) / (d - c)
-    return np.select(
-        [np.isnan(x), (x <= a) | (x >= d), (x >= b) & (x <= c), x < b],
-        [np.nan, 0.0, 1.0, rising],
-        default=falling,
-    )
+        out = (x - a) / (b - a)
+        np.minimum(out, (d - x) / (d - c), out=out)
+    np.clip(out, 0.0, 1.0, out=out)
+    if a == b or c == d:
+        out[(x <= a) | (x >= d)] = 0.0
+    return out
 
 
 def gaussian(x: np.ndarray, mu: float, sigma: float) -> np.ndarray:
@@ -94,4 +97,5 @@ def compute_fuzzy(
         x = indicator_frame[source].to_numpy(dtype=np.float64)
         for item in config["memberships"]:
             columns[f"{set_id}_{item['name']}"] = membership(x, item["type"], item["parameters"])
-    return pd.DataFrame(columns, index=indicator_frame.index, dtype=np.float64)
+    # Every array is freshly computed here, so the frame may own them without a copy.
+    return pd.DataFrame(columns, index=indicator_frame.index, dtype=np.float64, copy=False)

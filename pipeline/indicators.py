@@ -55,20 +55,38 @@ def _column(bars: pd.DataFrame, name: str) -> np.ndarray:
     return bars[name].to_numpy(dtype=np.float64)
 
 
-def _frame(bars: pd.DataFrame, **columns: np.ndarray | pd.Series) -> pd.DataFrame:
-    """Wrap output arrays in a float64 frame on the bars' index."""
-    data = {k: np.asarray(v, dtype=np.float64) for k, v in columns.items()}
-    return pd.DataFrame(data, index=bars.index)
+Outputs = dict[str, np.ndarray]
+
+
+def _owned(series: pd.Series) -> np.ndarray:
+    """The values of a temporary Series made here, as a writable array without a copy.
+
+    pandas hands out read-only views to protect the Series; ours is dropped at once, so the
+    array is ours. A frame built on read-only arrays would refuse ``df.loc[...] = v`` later,
+    and copying every output instead costs more than most formulas at a million bars.
+    """
+    values = series.to_numpy(dtype=np.float64)
+    if not values.flags.writeable:
+        try:
+            values.flags.writeable = True
+        except ValueError:  # a numpy that refuses: pay for the copy
+            values = values.copy()
+    return values
+
+
+def _out(**columns: np.ndarray) -> Outputs:
+    """A formula's named output arrays ("value" for a single output)."""
+    return {k: np.asarray(v, dtype=np.float64) for k, v in columns.items()}
 
 
 def _rolling_mean(x: np.ndarray, n: int) -> np.ndarray:
-    return pd.Series(x).rolling(n).mean().to_numpy()
+    return _owned(pd.Series(x).rolling(n).mean())
 
 
 def _ewm(x: np.ndarray, *, alpha: float | None = None, span: float | None = None,
          adjust: bool = False) -> np.ndarray:
     """Exponential smoothing via pandas' compiled loop (the recursion never runs in Python)."""
-    return pd.Series(x).ewm(alpha=alpha, span=span, adjust=adjust).mean().to_numpy()
+    return _owned(pd.Series(x).ewm(alpha=alpha, span=span, adjust=adjust).mean())
 
 
 def _shift(x: np.ndarray, n: int) -> np.ndarray:
@@ -109,16 +127,16 @@ def _wilder_seeded(x: np.ndarray, n: int) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 
 
-def _sma(bars: pd.DataFrame, period: int, source: str) -> pd.DataFrame:
-    return _frame(bars, value=_rolling_mean(_column(bars, source), period))
+def _sma(bars: pd.DataFrame, period: int, source: str) -> Outputs:
+    return _out(value=_rolling_mean(_column(bars, source), period))
 
 
-def _ema(bars: pd.DataFrame, period: int, source: str, adjust: bool) -> pd.DataFrame:
+def _ema(bars: pd.DataFrame, period: int, source: str, adjust: bool) -> Outputs:
     """KTRDR's EMA: no warm-up NaN, and ``adjust=True`` by default (pandas' weighting)."""
-    return _frame(bars, value=_ewm(_column(bars, source), span=period, adjust=adjust))
+    return _out(value=_ewm(_column(bars, source), span=period, adjust=adjust))
 
 
-def _rsi(bars: pd.DataFrame, period: int, source: str) -> pd.DataFrame:
+def _rsi(bars: pd.DataFrame, period: int, source: str) -> Outputs:
     """Wilder RSI, first value at index ``period`` (as TA-Lib)."""
     change = np.diff(_column(bars, source), prepend=np.nan)
     avg_gain = _wilder_seeded(np.where(change > 0, change, 0.0), period)
@@ -127,38 +145,38 @@ def _rsi(bars: pd.DataFrame, period: int, source: str) -> pd.DataFrame:
         rsi = 100.0 - 100.0 / (1.0 + avg_gain / avg_loss)
     # No losses: 100, or the neutral 50 when price did not move at all.
     rsi = np.where(avg_loss == 0, np.where(avg_gain == 0, 50.0, 100.0), rsi)
-    return _frame(bars, value=rsi)
+    return _out(value=rsi)
 
 
 def _macd(bars: pd.DataFrame, fast_period: int, slow_period: int, signal_period: int,
-          source: str) -> pd.DataFrame:
+          source: str) -> Outputs:
     price = _column(bars, source)
     line = _ewm(price, span=fast_period) - _ewm(price, span=slow_period)
     signal = _ewm(line, span=signal_period)
-    return _frame(bars, line=line, signal=signal, histogram=line - signal)
+    return _out(line=line, signal=signal, histogram=line - signal)
 
 
-def _bollinger(bars: pd.DataFrame, period: int, multiplier: float, source: str) -> pd.DataFrame:
+def _bollinger(bars: pd.DataFrame, period: int, multiplier: float, source: str) -> Outputs:
     """Bands use the sample std (ddof=1) like KTRDR; TA-Lib's uses ddof=0, by design different."""
     rolling = pd.Series(_column(bars, source)).rolling(period)
-    middle = rolling.mean().to_numpy()
-    band = multiplier * rolling.std(ddof=1).to_numpy()
-    return _frame(bars, upper=middle + band, middle=middle, lower=middle - band)
+    middle = _owned(rolling.mean())
+    band = multiplier * _owned(rolling.std(ddof=1))
+    return _out(upper=middle + band, middle=middle, lower=middle - band)
 
 
-def _atr(bars: pd.DataFrame, period: int) -> pd.DataFrame:
+def _atr(bars: pd.DataFrame, period: int) -> Outputs:
     """KTRDR's ATR is a simple mean of the true range, not Wilder's smoothing."""
     tr = _true_range(_column(bars, "high"), _column(bars, "low"), _column(bars, "close"))
-    return _frame(bars, value=_rolling_mean(tr, period))
+    return _out(value=_rolling_mean(tr, period))
 
 
 def _highest_lowest(bars: pd.DataFrame, period: int) -> tuple[np.ndarray, np.ndarray]:
-    high = pd.Series(_column(bars, "high")).rolling(period).max().to_numpy()
-    low = pd.Series(_column(bars, "low")).rolling(period).min().to_numpy()
+    high = _owned(pd.Series(_column(bars, "high")).rolling(period).max())
+    low = _owned(pd.Series(_column(bars, "low")).rolling(period).min())
     return high, low
 
 
-def _stochastic(bars: pd.DataFrame, k_period: int, d_period: int, smooth_k: int) -> pd.DataFrame:
+def _stochastic(bars: pd.DataFrame, k_period: int, d_period: int, smooth_k: int) -> Outputs:
     """Slow stochastic; warm-up and zero-range bars read as the neutral 50, as in KTRDR."""
     hh, ll = _highest_lowest(bars, k_period)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -166,14 +184,14 @@ def _stochastic(bars: pd.DataFrame, k_period: int, d_period: int, smooth_k: int)
     raw = np.where(np.isfinite(raw), raw, 50.0)
     k = pd.Series(raw).rolling(smooth_k, min_periods=1).mean()
     d = k.rolling(d_period, min_periods=1).mean()
-    return _frame(bars, k=k.to_numpy(), d=d.to_numpy())
+    return _out(k=_owned(k), d=_owned(d))
 
 
-def _williamsr(bars: pd.DataFrame, period: int) -> pd.DataFrame:
+def _williamsr(bars: pd.DataFrame, period: int) -> Outputs:
     hh, ll = _highest_lowest(bars, period)
     with np.errstate(divide="ignore", invalid="ignore"):
         wr = -100.0 * (hh - _column(bars, "close")) / (hh - ll)
-    return _frame(bars, value=np.where(np.isfinite(wr), wr, -50.0))
+    return _out(value=np.where(np.isfinite(wr), wr, -50.0))
 
 
 def _mean_abs_deviation(x: np.ndarray, mean: np.ndarray, n: int) -> np.ndarray:
@@ -190,30 +208,30 @@ def _mean_abs_deviation(x: np.ndarray, mean: np.ndarray, n: int) -> np.ndarray:
     return out
 
 
-def _cci(bars: pd.DataFrame, period: int) -> pd.DataFrame:
+def _cci(bars: pd.DataFrame, period: int) -> Outputs:
     """CCI; a flat window (zero deviation) gives 0, as TA-Lib, instead of 0/0."""
     tp = (_column(bars, "high") + _column(bars, "low") + _column(bars, "close")) / 3.0
     sma = _rolling_mean(tp, period)
     mad = _mean_abs_deviation(tp, sma, period)
     with np.errstate(divide="ignore", invalid="ignore"):
         cci = (tp - sma) / (0.015 * mad)
-    return _frame(bars, value=np.where(mad == 0, 0.0, cci))
+    return _out(value=np.where(mad == 0, 0.0, cci))
 
 
-def _roc(bars: pd.DataFrame, period: int, source: str) -> pd.DataFrame:
+def _roc(bars: pd.DataFrame, period: int, source: str) -> Outputs:
     price = _column(bars, source)
     before = _shift(price, period)
     with np.errstate(divide="ignore", invalid="ignore"):
         roc = 100.0 * (price - before) / before
-    return _frame(bars, value=np.where(np.isinf(roc), np.nan, roc))
+    return _out(value=np.where(np.isinf(roc), np.nan, roc))
 
 
-def _momentum(bars: pd.DataFrame, period: int, source: str) -> pd.DataFrame:
+def _momentum(bars: pd.DataFrame, period: int, source: str) -> Outputs:
     price = _column(bars, source)
-    return _frame(bars, value=price - _shift(price, period))
+    return _out(value=price - _shift(price, period))
 
 
-def _adx(bars: pd.DataFrame, period: int) -> pd.DataFrame:
+def _adx(bars: pd.DataFrame, period: int) -> Outputs:
     """ADX with Wilder smoothing as ``ewm(alpha=1/period, adjust=False)`` from bar 0 (KTRDR).
 
     TA-Lib seeds its Wilder sums differently; the two converge geometrically (see tests).
@@ -230,17 +248,17 @@ def _adx(bars: pd.DataFrame, period: int) -> pd.DataFrame:
         minus_di = np.where(tr == 0, 0.0, 100.0 * _ewm(minus_dm, alpha=alpha) / tr)
         di_sum = plus_di + minus_di
         dx = np.where(di_sum == 0, 0.0, 100.0 * np.abs(plus_di - minus_di) / di_sum)
-    return _frame(bars, adx=_ewm(dx, alpha=alpha), plus_di=plus_di, minus_di=minus_di)
+    return _out(adx=_ewm(dx, alpha=alpha), plus_di=plus_di, minus_di=minus_di)
 
 
-def _obv(bars: pd.DataFrame) -> pd.DataFrame:
+def _obv(bars: pd.DataFrame) -> Outputs:
     """On-balance volume starting at 0 (TA-Lib starts at the first volume: same differences)."""
     step = np.sign(np.diff(_column(bars, "close"), prepend=np.nan)) * _column(bars, "volume")
     step[:1] = 0.0
-    return _frame(bars, value=np.cumsum(step))
+    return _out(value=np.cumsum(step))
 
 
-def _mfi(bars: pd.DataFrame, period: int) -> pd.DataFrame:
+def _mfi(bars: pd.DataFrame, period: int) -> Outputs:
     """Money flow index; first value at index ``period`` (every bar in the window has a previous).
 
     The zero tests count flows instead of reading the rolling sums, which can leave a tiny
@@ -254,7 +272,7 @@ def _mfi(bars: pd.DataFrame, period: int) -> pd.DataFrame:
 
     def window_sum(x: np.ndarray) -> np.ndarray:
         x = np.where(first, np.nan, x)
-        return pd.Series(x).rolling(period).sum().to_numpy()
+        return _owned(pd.Series(x).rolling(period).sum())
 
     pos = window_sum(np.where(rising, flow, 0.0))
     neg = window_sum(np.where(falling, flow, 0.0))
@@ -263,12 +281,12 @@ def _mfi(bars: pd.DataFrame, period: int) -> pd.DataFrame:
     with np.errstate(divide="ignore", invalid="ignore"):
         mfi = 100.0 - 100.0 / (1.0 + pos / neg)
     mfi = np.where(neg_count == 0, 100.0, np.where(pos_count == 0, 0.0, mfi))
-    return _frame(bars, value=np.where(np.isnan(pos), np.nan, mfi))
+    return _out(value=np.where(np.isnan(pos), np.nan, mfi))
 
 
-def _donchian(bars: pd.DataFrame, period: int) -> pd.DataFrame:
+def _donchian(bars: pd.DataFrame, period: int) -> Outputs:
     upper, lower = _highest_lowest(bars, period)
-    return _frame(bars, upper=upper, middle=(upper + lower) / 2.0, lower=lower)
+    return _out(upper=upper, middle=(upper + lower) / 2.0, lower=lower)
 
 
 # --------------------------------------------------------------------------------------------
@@ -282,31 +300,47 @@ def _p(default: Any, kind: type) -> ParamSpec:
 
 _SOURCE = {"source": _p("close", str)}
 
+_FORMULAS: dict[str, Callable[..., Outputs]] = {}
+
+
+def _spec(name: str, aliases: tuple[str, ...], params: Mapping[str, ParamSpec],
+          outputs: tuple[str, ...], formula: Callable[..., Outputs]) -> IndicatorSpec:
+    """Register ``formula``; the public ``compute`` wraps its arrays in a frame on bars.index."""
+    _FORMULAS[name] = formula
+
+    def compute(bars: pd.DataFrame, **kwargs: Any) -> pd.DataFrame:
+        # The arrays are new and owned by nobody else, so the frame may take them uncopied.
+        return pd.DataFrame(formula(bars, **kwargs), index=bars.index, copy=False)
+
+    compute.__doc__ = formula.__doc__
+    return IndicatorSpec(name, aliases, params, outputs, compute)
+
+
 _SPECS: tuple[IndicatorSpec, ...] = (
-    IndicatorSpec("sma", ("simplemovingaverage",), {"period": _p(20, int), **_SOURCE}, (), _sma),
-    IndicatorSpec("ema", ("exponentialmovingaverage",),
-                  {"period": _p(20, int), **_SOURCE, "adjust": _p(True, bool)}, (), _ema),
-    IndicatorSpec("rsi", ("relativestrengthindex",), {"period": _p(14, int), **_SOURCE}, (), _rsi),
-    IndicatorSpec("macd", (), {"fast_period": _p(12, int), "slow_period": _p(26, int),
-                               "signal_period": _p(9, int), **_SOURCE},
-                  ("line", "signal", "histogram"), _macd),
-    IndicatorSpec("bollingerbands", ("bbands",),
-                  {"period": _p(20, int), "multiplier": _p(2.0, float), **_SOURCE},
-                  ("upper", "middle", "lower"), _bollinger),
-    IndicatorSpec("atr", ("averagetruerange",), {"period": _p(14, int)}, (), _atr),
-    IndicatorSpec("stochastic", ("stoch",),
-                  {"k_period": _p(14, int), "d_period": _p(3, int), "smooth_k": _p(3, int)},
-                  ("k", "d"), _stochastic),
-    IndicatorSpec("williamsr", ("willr",), {"period": _p(14, int)}, (), _williamsr),
-    IndicatorSpec("cci", ("commoditychannelindex",), {"period": _p(20, int)}, (), _cci),
-    IndicatorSpec("roc", ("rateofchange",), {"period": _p(10, int), **_SOURCE}, (), _roc),
-    IndicatorSpec("momentum", ("mom",), {"period": _p(10, int), **_SOURCE}, (), _momentum),
-    IndicatorSpec("adx", ("averagedirectionalindex",), {"period": _p(14, int)},
-                  ("adx", "plus_di", "minus_di"), _adx),
-    IndicatorSpec("obv", ("onbalancevolume",), {}, (), _obv),
-    IndicatorSpec("mfi", ("moneyflowindex",), {"period": _p(14, int)}, (), _mfi),
-    IndicatorSpec("donchianchannels", ("donchian",), {"period": _p(20, int)},
-                  ("upper", "middle", "lower"), _donchian),
+    _spec("sma", ("simplemovingaverage",), {"period": _p(20, int), **_SOURCE}, (), _sma),
+    _spec("ema", ("exponentialmovingaverage",),
+          {"period": _p(20, int), **_SOURCE, "adjust": _p(True, bool)}, (), _ema),
+    _spec("rsi", ("relativestrengthindex",), {"period": _p(14, int), **_SOURCE}, (), _rsi),
+    _spec("macd", (), {"fast_period": _p(12, int), "slow_period": _p(26, int),
+                       "signal_period": _p(9, int), **_SOURCE},
+          ("line", "signal", "histogram"), _macd),
+    _spec("bollingerbands", ("bbands",),
+          {"period": _p(20, int), "multiplier": _p(2.0, float), **_SOURCE},
+          ("upper", "middle", "lower"), _bollinger),
+    _spec("atr", ("averagetruerange",), {"period": _p(14, int)}, (), _atr),
+    _spec("stochastic", ("stoch",),
+          {"k_period": _p(14, int), "d_period": _p(3, int), "smooth_k": _p(3, int)},
+          ("k", "d"), _stochastic),
+    _spec("williamsr", ("willr",), {"period": _p(14, int)}, (), _williamsr),
+    _spec("cci", ("commoditychannelindex",), {"period": _p(20, int)}, (), _cci),
+    _spec("roc", ("rateofchange",), {"period": _p(10, int), **_SOURCE}, (), _roc),
+    _spec("momentum", ("mom",), {"period": _p(10, int), **_SOURCE}, (), _momentum),
+    _spec("adx", ("averagedirectionalindex",), {"period": _p(14, int)},
+          ("adx", "plus_di", "minus_di"), _adx),
+    _spec("obv", ("onbalancevolume",), {}, (), _obv),
+    _spec("mfi", ("moneyflowindex",), {"period": _p(14, int)}, (), _mfi),
+    _spec("donchianchannels", ("donchian",), {"period": _p(20, int)},
+          ("upper", "middle", "lower"), _donchian),
 )
 
 
@@ -365,11 +399,14 @@ def compute_indicators(bars: pd.DataFrame,
         if spec is None:
             raise ValueError(f"indicators.{indicator_id}.type: {config.get('type')!r} is unknown; "
                              f"allowed: {', '.join(indicator_names())}")
-        result = spec.compute(bars, **_resolve_params(spec, config))
+        result = _FORMULAS[spec.name](bars, **_resolve_params(spec, config))
         if not spec.outputs:
-            columns[indicator_id] = result["value"].to_numpy()
+            columns[indicator_id] = result["value"]
             continue
-        columns[indicator_id] = result[spec.outputs[0]].to_numpy()
+        # A copy, so no two columns share memory behind pandas' back.
+        columns[indicator_id] = result[spec.outputs[0]].copy()
         for output in spec.outputs:
-            columns[f"{indicator_id}.{output}"] = result[output].to_numpy()
-    return pd.DataFrame(columns, index=bars.index, dtype=np.float64)
+            columns[f"{indicator_id}.{output}"] = result[output]
+    # Every array is new and writable; copying them into one block would cost more than the
+    # formulas themselves at a million bars.
+    return pd.DataFrame(columns, index=bars.index, dtype=np.float64, copy=False)
