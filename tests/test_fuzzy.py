@@ -92,6 +92,37 @@ def test_membership_checks_kind_and_count() -> None:
 finite = st.floats(-1e6, 1e6, allow_nan=False)
 
 
+def spec_triangular(x: float, a: float, b: float, c: float) -> float:
+    """Spec section 4 read literally, one value at a time: the oracle for the fast version."""
+    if x == b:
+        return 1.0
+    if x <= a or x >= c:
+        return 0.0
+    return (x - a) / (b - a) if x < b else (c - x) / (c - b)
+
+
+def spec_trapezoidal(x: float, a: float, b: float, c: float, d: float) -> float:
+    if x <= a or x >= d:
+        return 0.0
+    if b <= x <= c:
+        return 1.0
+    return (x - a) / (b - a) if x < b else (d - x) / (d - c)
+
+
+# Parameters drawn from a few values so that shared corners (a == b, b == c, ...) and x on a
+# corner are common, not one-in-a-billion.
+corner = st.sampled_from([-10.0, 0.0, 0.1, 20.0, 35.0, 100.0])
+
+
+@given(xs=st.lists(st.one_of(corner, finite), min_size=1, max_size=20),
+       p=st.lists(corner, min_size=4, max_size=4))
+def test_fast_memberships_equal_the_spec_rules_exactly(xs: list[float], p: list[float]) -> None:
+    a, b, c, d = sorted(p)
+    x = np.array(xs)
+    assert triangular(x, a, b, c).tolist() == [spec_triangular(v, a, b, c) for v in xs]
+    assert trapezoidal(x, a, b, c, d).tolist() == [spec_trapezoidal(v, a, b, c, d) for v in xs]
+
+
 @given(x=finite, p=st.lists(finite, min_size=4, max_size=4))
 def test_degrees_stay_in_unit_interval(x: float, p: list[float]) -> None:
     a, b, c, d = sorted(p)

@@ -283,6 +283,17 @@ def test_compute_indicators_names_and_orders_columns(bars: pd.DataFrame) -> None
     np.testing.assert_array_equal(frame["macd.line"], defaults["line"])
 
 
+def test_frames_are_writable_and_columns_do_not_share_memory(bars: pd.DataFrame) -> None:
+    frame = compute_indicators(bars, {"m": {"type": "macd"}, "s": {"type": "sma"}})
+    before = frame["m.line"].iloc[40]
+    frame.loc[frame.index[40], "m"] = 123.0
+    frame.iloc[41, frame.columns.get_loc("s")] = 1.0
+    assert frame["m.line"].iloc[40] == before and frame["m"].iloc[40] == 123.0
+    single = compute_indicator(bars, "ema", {})
+    single.iloc[0, 0] = -1.0
+    assert bars["close"].iloc[0] > 0
+
+
 def test_source_param_selects_the_input_column(bars: pd.DataFrame) -> None:
     on_high = _one(bars, "sma", period=5, source="high")
     np.testing.assert_allclose(on_high, bars["high"].rolling(5).mean(), atol=1e-12)
