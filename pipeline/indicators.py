@@ -139,12 +139,14 @@ def _ema(bars: pd.DataFrame, period: int, source: str, adjust: bool) -> Outputs:
 def _rsi(bars: pd.DataFrame, period: int, source: str) -> Outputs:
     """Wilder RSI, first value at index ``period`` (as TA-Lib)."""
     change = np.diff(_column(bars, source), prepend=np.nan)
-    avg_gain = _wilder_seeded(np.where(change > 0, change, 0.0), period)
-    avg_loss = _wilder_seeded(np.where(change < 0, -change, 0.0), period)
+    avg_gain = _wilder_seeded(np.maximum(change, 0.0), period)
+    avg_loss = _wilder_seeded(np.maximum(-change, 0.0), period)
+    # 100 - 100/(1 + gain/loss) written as 100 gain/(gain + loss): no division by a zero loss
+    # (which gives exactly 100), one pass fewer, and TA-Lib's own rounding.
+    total = avg_gain + avg_loss
     with np.errstate(divide="ignore", invalid="ignore"):
-        rsi = 100.0 - 100.0 / (1.0 + avg_gain / avg_loss)
-    # No losses: 100, or the neutral 50 when price did not move at all.
-    rsi = np.where(avg_loss == 0, np.where(avg_gain == 0, 50.0, 100.0), rsi)
+        rsi = 100.0 * avg_gain / total
+    rsi[total == 0] = 50.0  # price did not move at all: neutral
     return _out(value=rsi)
 
 
