@@ -109,8 +109,9 @@ def main() -> None:
         HEADING,
         "",
         "`python -m bench.bench_features`: seeded random-walk bars; indicators rsi, macd, bbands,",
-        "adx, sma; 4 fuzzy sets of 3 triangular memberships; best and median of "
-        f"{RUNS} runs after one cold first call (also shown).",
+        "adx, sma; 4 fuzzy sets of 3 triangular memberships (indicators + fuzzy timed together);",
+        f"best and median of {RUNS} runs after one cold first call (shown too: it pays the page",
+        "faults of the fresh arrays once).",
         f"Machine: {platform.processor() or platform.machine()}, Python "
         f"{platform.python_version()}, numpy {np.__version__}, pandas {pd.__version__}.",
         "",
