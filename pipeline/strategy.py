@@ -283,10 +283,13 @@ def _validate(raw: dict, label: str, check: _Check) -> Strategy:
     check.unused(raw, _TOP_KEYS, "")
     name = _name(raw, check)
     data = check.section(raw, "training_data", "training_data")
-    if "training_data" not in raw:
+    symbols: list[str] = []
+    timeframes, base = [], ""
+    if "training_data" not in raw:  # one error, not one per missing sub-key
         check.error("training_data", "missing; required: symbols and timeframes")
-    symbols = _symbols(data, check)
-    timeframes, base = _timeframes(data, check)
+    else:
+        symbols = _symbols(data, check)
+        timeframes, base = _timeframes(data, check)
     start, end = _dates(data, check)
     history = check.integer(data, "history_required", "training_data.history_required", 200, 50)
     check.unused(
@@ -700,7 +703,7 @@ def _fuzzy_input(
 ) -> dict | None:
     set_id = item["fuzzy_set"]
     check.unused(item, ("fuzzy_set", "timeframes"), f"{path}.")
-    if isinstance(declared, Mapping) and set_id in declared:
+    if isinstance(set_id, str) and isinstance(declared, Mapping) and set_id in declared:
         return {"fuzzy_set": set_id} if set_id in fuzzy_sets else None  # its own error is out
     known = (
         ", ".join(map(str, declared)) if isinstance(declared, Mapping) and declared else "(none)"
@@ -819,8 +822,11 @@ def _training(raw: Mapping, check: _Check) -> dict:
         "training.",
     )
     seed = section.get("seed")
-    if seed is not None and not _is_int(seed):
-        check.error("training.seed", f"{_show(seed)} is not allowed; a whole number or nothing")
+    if seed is not None and not (_is_int(seed) and 0 <= seed < 2**32):
+        check.error(
+            "training.seed",
+            f"{_show(seed)} is not allowed; a whole number from 0 to {2**32 - 1}, or nothing",
+        )
         seed = None
     return {
         "epochs": check.integer(section, "epochs", "training.epochs", 100, 1),

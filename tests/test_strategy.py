@@ -437,6 +437,9 @@ RULES: list[tuple[str, Callable[[dict], dict], list[str]]] = [
     ("seed", lambda d: put(d, "training.seed", "abc"),
      ["training.seed:", "'abc'", "whole number"]),
     ("seed bool", lambda d: put(d, "training.seed", True), ["training.seed:", "whole number"]),
+    ("seed negative", lambda d: put(d, "training.seed", -1), ["training.seed:", "from 0 to"]),
+    ("nn_input set not text", lambda d: put(d, "nn_inputs.0.fuzzy_set", ["rsi_zone"]),
+     ["nn_inputs[0].fuzzy_set:", "is not a fuzzy set", "rsi_zone, macd_hist"]),
 ]
 # fmt: on
 
@@ -469,6 +472,9 @@ def test_all_errors_are_reported_together() -> None:
     ):
         assert any(e.startswith(prefix) for e in errors), (prefix, errors)
     assert "4 errors" in str(info.value)
+    assert errors_for(drop(base(), "training_data")) == [
+        "training_data: missing; required: symbols and timeframes"
+    ]
     assert info.value.source == "<inline>"
 
 
