@@ -15,7 +15,8 @@ EXIT_OK, EXIT_FAILED, EXIT_CANCELLED, EXIT_USAGE = 0, 1, 2, 64
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    names = ("spool", "models", "data", "strategies", "device", "slots", "daemon_id", "strict")
+    names = ("spool", "models", "data", "strategies", "device", "slots", "threads", "daemon_id",
+             "strict")
     return load_settings({n: getattr(args, n, None) for n in names})
 
 
@@ -32,7 +33,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     stop = StopToken()
     try:
         result = run_training(job, data_root=settings.data_root, models_root=settings.models,
-                              device=settings.device, on_event=reporter, stop=stop)
+                              device=settings.device, threads=settings.threads,
+                              on_event=reporter, stop=stop)
     except KeyboardInterrupt:
         reporter.close_bar()
         print("interrupted: nothing was saved", file=sys.stderr)
@@ -51,10 +53,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_features(args: argparse.Namespace) -> int:
     """Write what the strategy feeds the network, one row per base bar (spec section 8)."""
-    from pipeline.labels import zigzag_labels
-
     from pipeline import features as feat
     from pipeline.job import load_job
+    from pipeline.labels import zigzag_labels
     from pipeline.market_data import load_prices
 
     settings = _settings(args)
@@ -129,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="run one job or strategy file now, in the foreground")
     p.add_argument("file", help="a job YAML or a KTRDR v3 strategy YAML")
     p.add_argument("--device", help="auto | cpu | cuda | mps (KTRDR_DEVICE)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (KTRDR_THREADS; default 1)")
     p.add_argument("--strict", action="store_true", default=None,
                    help="fail on indicator parameters the indicator does not use")
     p.add_argument("--json", action="store_true", help="print the result as JSON")

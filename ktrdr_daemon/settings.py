@@ -27,6 +27,7 @@ class Settings:
     strategies: Path = Path("config/strategies")
     device: str = "auto"
     slots: int = 1
+    threads: int = 1  # torch CPU threads per job (small MLPs run fastest on one)
     daemon_id: str | None = None
     heartbeat_seconds: float = 2.0
     expire_seconds: float = 30.0

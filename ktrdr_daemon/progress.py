@@ -1,0 +1,145 @@
+"""Pipeline events -> the job folder's files (spool spec section 5).
+
+- ``progress.json``: the latest snapshot, replaced atomically; written at most ~10 times a second
+  for batches, and at once for every step, epoch, warning and state change.
+- ``events.jsonl``: one JSON object a line for steps, sub-steps, epochs, warnings and states.
+- ``log.txt``: the human log, numbered steps with indented sub-steps.
+
+The writer is identical whichever daemon (or ``train``) runs the job, so readers see one format.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from pipeline.events import STEPS
+
+SCHEMA = 1
+MIN_INTERVAL = 0.1  # seconds between throttled writes: at most ~10 a second
+# Overall percent: steps 1-7 take the first 5 %, training 5-95 %, steps 9-12 the rest.
+_TRAIN_START, _TRAIN_END = 5.0, 95.0
+
+
+def utc_now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def write_atomic(tmp_dir: Path, path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so readers see the old or the new file, never half of one.
+
+    The temporary file lives in the spool's ``tmp/`` (same filesystem, never scanned).
+    No fsync: progress is a hint refreshed many times a second; durability is for results.
+    """
+    tmp = tmp_dir / f"{path.parent.name}.{path.name}.{os.getpid()}.tmp"
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+class ProgressWriter:
+    """A pipeline ``on_event`` callback that keeps a job's three progress files."""
+
+    def __init__(self, job_dir: Path, tmp_dir: Path, *, job_id: str, attempt: int,
+                 daemon: str | None, host: str | None, device: str | None) -> None:
+        self.job_dir, self.tmp_dir = job_dir, tmp_dir
+        now = utc_now()
+        self.snapshot: dict[str, Any] = {
+            "schema": SCHEMA, "job_id": job_id, "state": "queued", "attempt": attempt,
+            "daemon": daemon, "host": host, "device": device,
+            "step": 0, "steps": len(STEPS), "phase": None, "message": None,
+            "epoch": None, "epochs": None, "batch": None, "batches": None,
+            "percent": 0.0, "eta_seconds": None, "metrics": {}, "best": None,
+            "warnings": [], "started_at": now, "updated_at": now,
+            "model_path": None, "error": None,
+        }
+        self._last_write = 0.0
+        self._train_started: float | None = None
+        self._events = open(job_dir / "events.jsonl", "a", encoding="utf-8")  # noqa: SIM115
+        self._log = open(job_dir / "log.txt", "a", encoding="utf-8")  # noqa: SIM115
+
+    # -- the pipeline callback -------------------------------------------------------------
+    def __call__(self, event: dict[str, Any]) -> None:
+        kind = event["type"]
+        snap = self.snapshot
+        if kind == "step":
+            snap.update(step=event["step"], phase=event["name"], message=event["message"])
+            snap["percent"] = self._step_percent(event["step"])
+            self._log_line(event["message"])
+        elif kind == "substep":
+            self._log_line(f"   {event['message']}")
+        elif kind == "warning":
+            snap["warnings"].append(event["message"])
+            self._log_line(f"   warning: {event['message']}")
+        elif kind == "batch":
+            self._training(event)
+            if time.monotonic() - self._last_write < MIN_INTERVAL:
+                return  # throttled: batches are frequent, the file is refreshed ~10x a second
+        elif kind == "epoch":
+            self._training(event)
+            snap["metrics"] = {k: event[k] for k in
+                               ("train_loss", "train_accuracy", "val_loss", "val_accuracy")}
+            snap["best"] = {"epoch": event["best_epoch"], "val_loss": event["best_val_loss"]}
+            self._log_line(
+                f"   epoch {event['epoch']}/{event['epochs']}: loss {event['train_loss']:.4f} "
+                f"acc {event['train_accuracy']:.3f} val_loss {event['val_loss']:.4f} "
+                f"val_acc {event['val_accuracy']:.3f} ({event['duration']:.2f}s)")
+        if kind != "batch":
+            self._append_event(event)
+        self.flush()
+
+    # -- state changes written by the worker or the daemon ----------------------------------
+    def set_state(self, state: str, **fields: Any) -> None:
+        self.snapshot.update(state=state, **fields)
+        if state == "completed":
+            self.snapshot["percent"] = 100.0
+            self.snapshot["eta_seconds"] = 0.0
+        self._append_event({"type": "state", "state": state, **fields})
+        self._log_line(f"[{state}]" + (f" {fields['error']['message']}"
+                                        if fields.get("error") else ""))
+        self.flush()
+
+    def flush(self) -> None:
+        self.snapshot["updated_at"] = utc_now()
+        data = json.dumps(self.snapshot, separators=(",", ":")).encode()
+        write_atomic(self.tmp_dir, self.job_dir / "progress.json", data)
+        self._last_write = time.monotonic()
+
+    def close(self) -> None:
+        self._events.close()
+        self._log.close()
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _training(self, event: dict[str, Any]) -> None:
+        snap = self.snapshot
+        epoch, epochs = event["epoch"], event["epochs"]
+        batches = event.get("batches") or snap.get("batches") or 1
+        batch = event.get("batch", batches)
+        done = (epoch - 1 + batch / batches) / epochs if event["type"] == "batch" else (
+            epoch / epochs)
+        snap.update(epoch=epoch, epochs=epochs, batch=batch, batches=batches,
+                    message=f"8. Training model: epoch {epoch}/{epochs}")
+        snap["percent"] = round(_TRAIN_START + (_TRAIN_END - _TRAIN_START) * done, 1)
+        now = time.monotonic()
+        if self._train_started is None:
+            self._train_started = now
+        elapsed = now - self._train_started
+        if done > 0 and elapsed > 0:
+            snap["eta_seconds"] = round(elapsed / done * (1 - done), 1)
+
+    @staticmethod
+    def _step_percent(step: int) -> float:
+        if step <= 8:
+            return round(_TRAIN_START * (step - 1) / 7, 1)
+        return round(_TRAIN_END + (100 - _TRAIN_END) * (step - 8) / 5, 1)
+
+    def _append_event(self, event: dict[str, Any]) -> None:
+        self._events.write(json.dumps({"at": utc_now(), **event}, default=str) + "\n")
+        self._events.flush()
+
+    def _log_line(self, line: str) -> None:
+        self._log.write(line + "\n")
+        self._log.flush()
