@@ -138,7 +138,7 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def _write_temp(tmp_dir: Path, name: str, data: bytes) -> Path:
+def _write_temp(tmp_dir: Path, name: str, data: bytes, durable: bool = True) -> Path:
     """Write ``data`` to a fresh private file in ``tmp_dir`` (same filesystem), flushed to disk."""
     temp = tmp_dir / f"{name}.{os.getpid()}.{secrets.token_hex(6)}"
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
@@ -146,7 +146,7 @@ def _write_temp(tmp_dir: Path, name: str, data: bytes) -> Path:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view) :]
-        if FSYNC:
+        if FSYNC and durable:
             os.fsync(fd)
     except BaseException:
         os.close(fd)
@@ -156,15 +156,20 @@ def _write_temp(tmp_dir: Path, name: str, data: bytes) -> Path:
     return temp
 
 
-def atomic_write(tmp_dir: Path, path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data``: readers see the old file or the new one, never half."""
-    temp = _write_temp(tmp_dir, path.name, data)
+def atomic_write(tmp_dir: Path, path: Path, data: bytes, durable: bool = True) -> None:
+    """Replace ``path`` with ``data``: readers see the old file or the new one, never half.
+
+    ``durable=False`` keeps the atomic rename but skips both fsyncs: for heartbeats, which
+    mean nothing after a power cut (their writer died too) and are rewritten every 2 s.
+    """
+    temp = _write_temp(tmp_dir, path.name, data, durable)
     try:
         os.replace(temp, path)
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
-    fsync_dir(path.parent)
+    if durable:
+        fsync_dir(path.parent)
 
 
 def publish_exclusive(tmp_dir: Path, path: Path, data: bytes) -> bool:
@@ -435,15 +440,17 @@ def _make_job_dir(spool: Spool, drop: Path) -> str | None:
     """
     stem = _drop_stem(drop.name)
     for job_id in _id_candidates(stem):
+        if not os.path.lexists(drop):
+            return None  # a stale listing: another daemon has accepted it already
         try:
             os.mkdir(spool.jobs / job_id)
             return job_id
         except FileExistsError:
             if job_id == stem and not os.path.lexists(spool.jobs / stem / SUBMITTED):
-                for _ in range(5):
-                    time.sleep(0.01)
+                for _ in range(50):
                     if not os.path.lexists(drop):
                         return None
+                    time.sleep(0.001)
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -893,7 +900,7 @@ class Claim:
         self._counter += 1
         try:
             beat_file = self.attempts / f"{self.attempt}.beat"
-            atomic_write(self.spool.tmp, beat_file, b"%d\n" % self._counter)
+            atomic_write(self.spool.tmp, beat_file, b"%d\n" % self._counter, durable=False)
             self._last_ok = time.monotonic()
         except OSError:
             pass  # a flaky share: keep trying until t_fence says otherwise
@@ -1196,7 +1203,8 @@ def write_daemon_heartbeat(spool: Spool, me: DaemonIdentity, info: dict[str, Any
         "beat": time.monotonic_ns(),
         "updated_at": utc_now(),
     }
-    atomic_write(spool.tmp, spool.daemons / f"{me.daemon_id}.json", _json_bytes(record))
+    path = spool.daemons / f"{me.daemon_id}.json"
+    atomic_write(spool.tmp, path, _json_bytes(record), durable=False)
 
 
 def remove_daemon_heartbeat(spool: Spool, me: DaemonIdentity) -> None:
