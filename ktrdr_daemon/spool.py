@@ -49,6 +49,7 @@ HEARTBEAT_S = 2.0  # an owner rewrites its counter this often (spec 3.2)
 T_EXPIRE_S = 30.0  # a counter unchanged this long on the reader's clock is a dead owner (3.3)
 T_FENCE_S = 15.0  # an owner that could not beat this long stops and publishes nothing (3.4)
 DROP_SETTLE_S = 0.08  # a drop unchanged this long between two looks is complete (section 2)
+ORPHAN_GRACE_S = 10.0  # a moved drop left unvalidated this long was a crashed acceptance
 MAX_DROP_BYTES = 1 << 20  # 1 MiB (section 2)
 MAX_YAML_NODES = 100_000  # values after alias expansion: stops "billion laughs"
 MAX_YAML_DEPTH = 64
@@ -369,9 +370,12 @@ class Incoming:
     it then fails validation visibly rather than vanishing. Directories and FIFOs are left alone.
     """
 
-    def __init__(self, spool: Spool, settle: float = DROP_SETTLE_S) -> None:
-        self.spool, self.settle = spool, settle
+    def __init__(
+        self, spool: Spool, settle: float = DROP_SETTLE_S, grace: float = ORPHAN_GRACE_S
+    ) -> None:
+        self.spool, self.settle, self.grace = spool, settle, grace
         self._seen: dict[str, tuple[tuple[int, int, int], float]] = {}
+        self._orphans: dict[str, float] = {}
 
     def _look(self) -> tuple[list[Path], float | None]:
         now, ready, soonest, present = time.monotonic(), [], None, set()
@@ -412,6 +416,26 @@ class Incoming:
             time.sleep(soonest)
             ready, _ = self._look()
         return sorted(ready)
+
+    def recover_unaccepted(self, validate: Validate | None = None) -> list[str]:
+        """Finish jobs a crashed daemon moved in but never validated (call it every rescan).
+
+        A folder holding only ``submitted.yaml`` is left alone until this daemon has seen it so
+        for ``grace`` seconds of its own clock: until then it is most likely another daemon's
+        acceptance in progress, and validating it twice would only waste time.
+        """
+        done, orphans = [], set()
+        now = time.monotonic()
+        for entry in _job_entries(self.spool):
+            names = _names(entry.path)
+            if SUBMITTED not in names or JOB in names or RESULT in names:
+                continue
+            orphans.add(entry.name)
+            if now - self._orphans.setdefault(entry.name, now) >= self.grace:
+                finish_accept(self.spool, entry.name, validate)
+                done.append(entry.name)
+        self._orphans = {k: v for k, v in self._orphans.items() if k in orphans}
+        return done
 
 
 def _id_candidates(stem: str) -> Iterator[str]:
@@ -461,7 +485,8 @@ def accept_drop(spool: Spool, drop: Path, validate: Validate | None = None) -> s
     2. rename the drop to ``jobs/<id>/submitted.yaml``: of several daemons exactly one rename
        succeeds; the losers remove their empty folder. Bytes are untouched.
     3. :func:`finish_accept` writes ``job.yaml`` or a failed ``result.json``. A crash before
-       that leaves a folder with only ``submitted.yaml``: :func:`recover_unaccepted` finishes it.
+       that leaves a folder with only ``submitted.yaml``, which
+       :meth:`Incoming.recover_unaccepted` finishes.
     """
     job_id = _make_job_dir(spool, drop)
     if job_id is None:
@@ -525,17 +550,6 @@ def finish_accept(
     text = yaml.safe_dump(job, sort_keys=False, allow_unicode=True)
     publish_exclusive(spool.tmp, job_dir / JOB, text.encode())
     return "queued"
-
-
-def recover_unaccepted(spool: Spool, validate: Validate | None = None) -> list[str]:
-    """Finish jobs a crashed daemon moved in but never validated (part of every rescan)."""
-    done = []
-    for entry in _job_entries(spool):
-        names = _names(entry.path)
-        if SUBMITTED in names and JOB not in names and RESULT not in names:
-            finish_accept(spool, entry.name, validate)
-            done.append(entry.name)
-    return done
 
 
 def submit_drop(spool: Spool, data: bytes, filename: str) -> str:

@@ -36,7 +36,6 @@ from ktrdr_daemon.spool import (
     read_daemons,
     read_result,
     reclaim,
-    recover_unaccepted,
     request_cancel,
     retry_job,
     submit_drop,
@@ -261,11 +260,14 @@ def test_a_crash_between_move_and_validation_loses_nothing(spool: Spool) -> None
 
     assert job_info(spool, "orphan").accepted is False
     assert queued_jobs_in_order(spool) == []
-    assert recover_unaccepted(spool) == ["orphan"]
+    incoming = Incoming(spool, grace=0.2)
+    assert incoming.recover_unaccepted() == [], "maybe another daemon's acceptance in flight"
+    time.sleep(0.2)
+    assert incoming.recover_unaccepted() == ["orphan"]
     (early_id,) = accept_all(spool)
     assert early_id.startswith("early-")
     assert set(queued_jobs_in_order(spool)) == {"orphan", early_id}
-    assert recover_unaccepted(spool) == []
+    assert incoming.recover_unaccepted() == []
 
 
 def test_queue_order_is_priority_then_fifo(spool: Spool) -> None:
@@ -518,7 +520,7 @@ def test_retry_requeues_with_a_fresh_budget(spool: Spool, me) -> None:
     (broken,) = accept_all(spool, reject_strategy)
     retry_job(spool, broken)
     assert job_info(spool, broken).accepted is False
-    assert recover_unaccepted(spool, lambda body, source: (body, [])) == [broken]
+    assert Incoming(spool, grace=0).recover_unaccepted(lambda body, src: (body, [])) == [broken]
     assert job_state(spool, broken) == "queued"
 
 
