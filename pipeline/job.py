@@ -84,12 +84,14 @@ def load_job(
         strategy = load_strategy(data, strict=strict, base_dir=base_dir)
         strategy.source = name
         job_part: Mapping[str, Any] = {}
+        execution, priority = dict(EXECUTION_DEFAULTS), 0
     else:
         strategy_data, overrides, job_part = _job_parts(data, name, strategies_root, base_dir)
+        # _job_parts has already reported any problem here, together with its own.
+        execution, priority = _execution(job_part, [])
         strategy = load_strategy(strategy_data, strict=strict, overrides=overrides,
                                  base_dir=base_dir)
         strategy.source = name
-    execution, priority = _execution(job_part, name)
     normalized = {
         "strategy": strategy.raw, "priority": priority, "execution": execution,
         **{k: job_part[k] for k in ("symbols", "timeframes", "start", "end", "seed")
@@ -164,6 +166,7 @@ def _job_parts(
         errors.append(f"overrides: expected a mapping merged into the strategy, got {extra!r}")
     else:
         overrides = deep_merge(overrides, extra)
+    _execution(data, errors)
     if errors:
         raise StrategyError(errors, name)
     return strategy_data, overrides, data
@@ -204,12 +207,13 @@ def _strategy_file(
     return {}
 
 
-def _execution(job: Mapping[str, Any], name: str) -> tuple[dict[str, Any], int]:
-    errors: list[str] = []
+def _execution(job: Mapping[str, Any], errors: list[str]) -> tuple[dict[str, Any], int]:
+    """The execution settings and priority, defaults filled; problems are appended to ``errors``."""
     execution = dict(EXECUTION_DEFAULTS)
     given = job.get("execution", {}) or {}
     if not isinstance(given, Mapping):
-        raise StrategyError([f"execution: expected a mapping, got {given!r}"], name)
+        errors.append(f"execution: expected a mapping, got {given!r}")
+        given = {}
     for key, value in given.items():
         if key not in EXECUTION_DEFAULTS:
             errors.append(f"execution.{key}: unknown; allowed: {', '.join(EXECUTION_DEFAULTS)}")
@@ -233,8 +237,6 @@ def _execution(job: Mapping[str, Any], name: str) -> tuple[dict[str, Any], int]:
     if type(priority) is not int:
         errors.append(f"priority: expected an integer (higher runs first), got {priority!r}")
         priority = 0
-    if errors:
-        raise StrategyError(errors, name)
     return execution, priority
 
 
