@@ -112,6 +112,12 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _fsync_file(path: Path) -> None:
+    if path.is_file():
+        with open(path, "rb") as handle:
+            os.fsync(handle.fileno())
+
+
 def _write_json(path: Path, data: Any) -> None:
     text = json.dumps(_plain(data), indent=2, allow_nan=False) + "\n"
     with open(path, "w", encoding="utf-8") as handle:
@@ -151,12 +157,16 @@ class ModelStore:
         metadata: dict,
         metadata_v3: dict,
         before_publish: Callable[[], None] | None = None,
+        extra_files: Callable[[Path], None] | None = None,
     ) -> Path:
         """Write a new version and return its folder.
 
-        ``before_publish`` runs after everything is on disk and before the rename; the daemon
-        re-checks its claim and the cancel flag there, and raises to withdraw. Then nothing is
-        published and the staging folder is removed.
+        ``extra_files(staging)`` may add files (the training report) to the staging folder after
+        the standard ones are written; they are flushed with the rest and published in the same
+        rename, so they are part of the version from its first moment. Raising there publishes
+        nothing. ``before_publish`` runs after everything is on disk and before the rename; the
+        daemon re-checks its claim and the cancel flag there, and raises to withdraw. Then
+        nothing is published and the staging folder is removed.
         """
         strategy = _check_name("strategy", strategy_name)
         timeframe = _check_name("timeframe", base_timeframe)
@@ -176,6 +186,10 @@ class ModelStore:
                 metadata,
                 metadata_v3,
             )
+            if extra_files is not None:
+                extra_files(staging)
+                for name in sorted(set(os.listdir(staging)) - set(FILES)):
+                    _fsync_file(staging / name)
             _fsync_dir(staging)
             if before_publish is not None:
                 before_publish()
