@@ -139,7 +139,7 @@ def _job_parts(
     else:
         errors.append(f"strategy: expected a file name or a mapping, got {type(ref).__name__}")
     overrides: dict = {}
-    for key, section in (("symbols", "symbols"), ("timeframes", "timeframes")):
+    for key in ("symbols", "timeframes"):
         if key in data:
             values = data[key]
             if isinstance(values, str):
@@ -148,7 +148,12 @@ def _job_parts(
                     or not all(isinstance(v, str) for v in values)):
                 errors.append(f"{key}: expected a list of names like [EURUSD], got {values!r}")
                 continue
-            overrides = deep_merge(overrides, {"training_data": {section: _list_mode(key, values)}})
+            # Replace the whole section: merged into it, a job's [SP500] would leave the
+            # strategy's old `list:` or `base_timeframe:` beside it in the config we save.
+            section = strategy_data.get("training_data")
+            if section is None or isinstance(section, Mapping):
+                strategy_data = {**strategy_data, "training_data": {
+                    **(section or {}), key: _list_mode(key, values)}}
     for key, target in (("start", "start_date"), ("end", "end_date")):
         if key in data:
             value = data[key]
