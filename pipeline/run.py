@@ -213,6 +213,8 @@ def run_training(
                      "history": trained.history},
         "test": test,
         "rows": dataset.rows,
+        "labels": {split: _label_counts(dataset.y[split])
+                   for split in ("train", "validation", "test")},
     }
     model_path = ModelStore(models_root).save(
         strategy_name=strategy.name, base_timeframe=base_tf, model=model,
@@ -239,6 +241,11 @@ def run_training(
 
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _label_counts(labels: np.ndarray) -> dict[str, int]:
+    counts = np.bincount(labels, minlength=3)
+    return {name: int(count) for name, count in zip(LABEL_NAMES, counts, strict=True)}
 
 
 def _distribution(labels: np.ndarray) -> str:
