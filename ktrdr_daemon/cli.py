@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from ktrdr_daemon import service
 from ktrdr_daemon.settings import Settings, load_settings
 from pipeline.errors import PipelineError
 
@@ -150,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     _common(p)
     p.set_defaults(func=cmd_models)
+    service.add_commands(sub)
     return parser
 
 
