@@ -26,6 +26,7 @@ from pipeline.job import Job
 from pipeline.labels import LABEL_NAMES, zigzag_labels
 from pipeline.market_data import load_prices
 from pipeline.model import build_mlp
+from pipeline.report import REPORT_FILE, report_data_from_version, write_report
 from pipeline.stop import StopSource, raise_if_stopped
 from pipeline.store import ModelStore
 from pipeline.trainer import TrainingConfig, seed_everything, train_model
@@ -219,7 +220,8 @@ def run_training(
     model_path = ModelStore(models_root).save(
         strategy_name=strategy.name, base_timeframe=base_tf, model=model,
         config=strategy.raw, metrics=metrics,
-        features={"resolved_features": names, "importance": importance,
+        # ModelStore.load reads "feature_names"; without it a loaded model lists no inputs.
+        features={"feature_names": names, "resolved_features": names, "importance": importance,
                   "normalization": dataset.normalization},
         metadata={"strategy": strategy.name, "timeframe": base_tf, "timeframes": timeframes,
                   "symbols": symbols, "device": device_info["device"], "seed": config.seed,
@@ -227,6 +229,7 @@ def run_training(
         metadata_v3={"resolved_features": names, "indicators": strategy.indicators,
                      "fuzzy_sets": strategy.fuzzy_sets, "nn_inputs": strategy.nn_inputs},
         before_publish=before_publish,
+        extra_files=lambda folder: _draw_report(folder, steps),
     )
     steps.sub(str(model_path))
 
@@ -237,6 +240,16 @@ def run_training(
     return RunResult(model_path=model_path, metrics=metrics, timings=steps.timings,
                      warnings=list(job.warnings), device=device_info["device"],
                      history=trained.history)
+
+
+def _draw_report(folder: Path, steps: StepReporter) -> None:
+    """Draw ``report.png`` into the staged version from its own files, as ``ktrdr-daemon report``
+    does. A picture is not worth a trained model: if drawing fails, warn and save without it."""
+    try:
+        write_report(report_data_from_version(folder), folder / REPORT_FILE)
+    except Exception as exc:
+        steps.warn(f"{REPORT_FILE} not drawn ({type(exc).__name__}: {exc}); "
+                   "`ktrdr-daemon report` can draw it from the saved files")
 
 
 def _count(n: int, noun: str) -> str:
