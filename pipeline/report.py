@@ -103,16 +103,18 @@ def report_data_from_version(folder: Path) -> ReportData:
     )
 
 
-def report_data_from_events(events_path: Path, title: str | None = None) -> ReportData:
+def report_data_from_events(events_path: Path, title: str | None = None,
+                            state: str | None = None) -> ReportData:
     """Read a job's ``events.jsonl``, for a job still running or one that saved nothing.
 
     Curves only (see the module docstring). A torn last line (the writer is appending right
     now) is skipped. An epoch number at or below the last one seen starts the curve again
     from there: a resumed attempt repeats epochs after its checkpoint, a retry starts at 1.
+    ``state`` (the spool's view of the job) wins over the last ``state`` event in the file.
     """
     events_path = Path(events_path)
     history: list[dict[str, Any]] = []
-    best, state, epochs = None, None, None
+    best, last_state, epochs = None, None, None
     try:
         lines = events_path.read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
@@ -129,8 +131,8 @@ def report_data_from_events(events_path: Path, title: str | None = None) -> Repo
             history.append(event)
             best, epochs = event.get("best_epoch"), event.get("epochs")
         elif event.get("type") == "state":
-            state = event.get("state")
-    state = state or "running"
+            last_state = event.get("state")
+    state = state or last_state or "running"
     progress = f"epoch {history[-1]['epoch']}/{epochs}" if history else "no epoch finished yet"
     return ReportData(
         title=title or events_path.parent.name,
