@@ -101,7 +101,11 @@ def cmd_models(args: argparse.Namespace) -> int:
             {"version": f"{v.timeframe}_v{v.version}", "path": str(v.path),
              "created_at": v.created_at,
              "test_accuracy": v.metrics.get("test", {}).get("test_accuracy"),
-             "f1": v.metrics.get("test", {}).get("f1")} for v in mine]})
+             "f1": v.metrics.get("test", {}).get("f1"),
+             "precision": v.metrics.get("test", {}).get("precision"),
+             "recall": v.metrics.get("test", {}).get("recall"),
+             "report": str(v.path / "report.png") if (v.path / "report.png").is_file()
+             else None} for v in mine]})
     if args.json:
         print(json.dumps(rows, indent=2))
         return EXIT_OK
@@ -111,6 +115,40 @@ def cmd_models(args: argparse.Namespace) -> int:
             acc = "-" if v["test_accuracy"] is None else f"{v['test_accuracy']:.3f}"
             f1 = "-" if v["f1"] is None else f"{v['f1']:.3f}"
             print(f"  {v['version']:<10} acc {acc}  f1 {f1}  {v['created_at']}  {v['path']}")
+            print(f"  {'':<10} report {v['report'] or '(none: ktrdr-daemon report PATH)'}")
+    return EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Draw the training report of a saved model version, or of a job in any state: a completed
+    job's model, else the curves so far from the job's ``events.jsonl``."""
+    from ktrdr_daemon.spool import Spool, job_state, read_result
+    from pipeline.report import report_data_from_events, report_data_from_version, write_report
+
+    target = Path(args.target)
+    if (target / "metrics.json").is_file():
+        folder = target.resolve()
+        data = report_data_from_version(folder)
+        default = Path(f"report_{folder.parent.name}_{folder.name}.png")
+    else:
+        spool = Spool(_settings(args).spool)
+        try:
+            job_dir = spool.job_dir(args.target)
+        except ValueError:
+            job_dir = None
+        if job_dir is None or not job_dir.is_dir():
+            raise PipelineError(f"{args.target}: not a model version folder (no metrics.json) "
+                                f"and not a job in {spool.jobs}")
+        result = read_result(spool, args.target) or {}
+        model = Path(result.get("model_path") or job_dir / "no-model")
+        if result.get("state") == "completed" and (model / "metrics.json").is_file():
+            data = report_data_from_version(model)
+        else:
+            data = report_data_from_events(job_dir / "events.jsonl", title=f"job {args.target}",
+                                           state=job_state(spool, args.target))
+        default = Path(f"report_{args.target}.png")
+    out = write_report(data, Path(args.out) if args.out else default)
+    print(f"report written to {out} ({', '.join(data.panels())})")
     return EXIT_OK
 
 
@@ -151,6 +189,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     _common(p)
     p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("report", help="draw a model's training report (or a job's curves so far)")
+    p.add_argument("target", metavar="MODEL_PATH|JOB_ID",
+                   help="a model version folder (or its _latest link) or a job id in the spool")
+    p.add_argument("--out", help="PNG file to write (default: ./report_<version or job>.png)")
+    _common(p)
+    p.set_defaults(func=cmd_report)
     service.add_commands(sub)
     return parser
 
