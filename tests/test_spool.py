@@ -298,6 +298,7 @@ def test_listing_thousands_of_jobs_is_fast(spool: Spool) -> None:
     queued = queued_jobs_in_order(spool)
     warm = time.monotonic() - started
     assert len(jobs) == 3000 and len(queued) == 1500
+    assert len(list_jobs(spool, "completed")) == 1500 and list_jobs(spool, "running") == []
     assert cold < 3.0 and warm < 1.0, (cold, warm)
 
 
@@ -458,7 +459,10 @@ def test_cancel_a_queued_job_and_a_running_one(spool: Spool, me) -> None:
 
     running = queued_job(spool, "running")
     claim = try_claim(spool, running, me)
+    info = job_info(spool, running)
+    assert (info.state, info.attempt, info.daemon) == ("running", 1, "test-daemon")
     request_cancel(spool, running)
+    assert job_info(spool, running).cancel_requested
     assert claim.still_owner() and not claim.still_current()
     assert write_result(spool, running, "completed", claim) is False, "no model after a cancel"
     assert write_result(spool, running, "cancelled", claim) is True
