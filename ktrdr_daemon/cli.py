@@ -17,7 +17,7 @@ EXIT_OK, EXIT_FAILED, EXIT_CANCELLED, EXIT_USAGE = 0, 1, 2, 64
 
 def _settings(args: argparse.Namespace) -> Settings:
     names = ("spool", "models", "data", "strategies", "device", "slots", "threads", "daemon_id",
-             "strict")
+             "strict", "observer")
     return load_settings({n: getattr(args, n, None) for n in names})
 
 
@@ -152,6 +152,56 @@ def cmd_report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    """The daemon in the foreground (what launchd and systemd run)."""
+    import logging
+
+    from ktrdr_daemon.daemon import Daemon
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
+                        datefmt="%Y-%m-%dT%H:%M:%S")
+    settings = _settings(args)
+    return Daemon(settings, once=args.once).serve()
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    """Validate each file, then publish it atomically into incoming/; print the job ids."""
+    from ktrdr_daemon import spool as sp
+    from ktrdr_daemon.validate import validate_job
+
+    settings = _settings(args)
+    spool = sp.Spool(settings.spool)
+    spool.ensure_layout()
+    status = EXIT_OK
+    for name in args.files:
+        path = Path(name)
+        try:
+            data = path.read_bytes()
+            body = sp.load_job_mapping(data, path.name)
+            execution = body.get("execution") or {}
+            validate_job({k: v for k, v in body.items() if k not in ("priority", "execution")},
+                         path.name, settings)
+        except (OSError, ValueError, PipelineError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            status = EXIT_FAILED
+            continue
+        if isinstance(execution, dict) and execution.get("require_gpu") and not _gpu_alive(spool):
+            print(f"error: {path.name}: execution.require_gpu is set and no GPU daemon is alive",
+                  file=sys.stderr)
+            status = EXIT_FAILED
+            continue
+        print(sp.submit_drop(spool, data, path.name))
+    return status
+
+
+def _gpu_alive(spool: object) -> bool:
+    from ktrdr_daemon import spool as sp
+
+    me = sp.DaemonIdentity.current("submit")
+    daemons = sp.read_daemons(spool, sp.LivenessJudge(me))
+    return any(d["alive"] and d.get("device", "cpu") != "cpu" for d in daemons)
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--spool", help="spool folder (KTRDR_SPOOL; default ./spool)")
     p.add_argument("--models", help="model store root (KTRDR_MODELS; default ./models)")
@@ -165,6 +215,22 @@ def build_parser() -> argparse.ArgumentParser:
         prog="ktrdr-daemon",
         description="Train KTRDR neuro-fuzzy strategies from a spool folder.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", help="the daemon, in the foreground")
+    p.add_argument("--device", help="auto | cpu | cuda | mps (KTRDR_DEVICE)")
+    p.add_argument("--slots", type=int, help="jobs run at once (default 1)")
+    p.add_argument("--threads", type=int, help="torch CPU threads per job (default 1)")
+    p.add_argument("--daemon-id", dest="daemon_id", help="default <host>-<device>")
+    p.add_argument("--observer", choices=("auto", "inotify", "polling"),
+                   help="filesystem events: polling for NFS/SMB (default auto)")
+    p.add_argument("--once", action="store_true", help="drain the queue, then exit")
+    _common(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("submit", help="validate job files and drop them into the spool")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    _common(p)
+    p.set_defaults(func=cmd_submit)
 
     p = sub.add_parser("train", help="run one job or strategy file now, in the foreground")
     p.add_argument("file", help="a job YAML or a KTRDR v3 strategy YAML")

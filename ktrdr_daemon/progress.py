@@ -40,22 +40,50 @@ def write_atomic(tmp_dir: Path, path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+def initial_snapshot(job_id: str, attempt: int = 0, daemon: str | None = None,
+                     host: str | None = None, device: str | None = None) -> dict[str, Any]:
+    """A ``progress.json`` with every field of the schema (spool spec section 5)."""
+    now = utc_now()
+    return {
+        "schema": SCHEMA, "job_id": job_id, "state": "queued", "attempt": attempt,
+        "daemon": daemon, "host": host, "device": device,
+        "step": 0, "steps": len(STEPS), "phase": None, "message": None,
+        "epoch": None, "epochs": None, "batch": None, "batches": None,
+        "percent": 0.0, "eta_seconds": None, "metrics": {}, "best": None,
+        "warnings": [], "started_at": now, "updated_at": now,
+        "model_path": None, "error": None,
+    }
+
+
+def mirror_result(job_dir: Path, tmp_dir: Path, result: dict[str, Any]) -> None:
+    """Make ``progress.json``, ``events.jsonl`` and ``log.txt`` agree with a ``result.json``
+    the daemon wrote itself (validation failed, gave up, cancelled while queued)."""
+    path = job_dir / "progress.json"
+    try:
+        snapshot = json.loads(path.read_text())
+    except (OSError, ValueError):
+        snapshot = initial_snapshot(job_dir.name, result.get("attempt", 0))
+    state = result.get("state")
+    if snapshot.get("state") == state:
+        return
+    fields = {k: result[k] for k in ("error", "model_path", "attempt") if k in result}
+    snapshot.update(state=state, updated_at=utc_now(), **fields)
+    write_atomic(tmp_dir, path, json.dumps(snapshot, separators=(",", ":")).encode())
+    with open(job_dir / "events.jsonl", "a", encoding="utf-8") as events:
+        events.write(json.dumps({"at": utc_now(), "type": "state", "state": state, **fields})
+                     + "\n")
+    message = (result.get("error") or {}).get("message")
+    with open(job_dir / "log.txt", "a", encoding="utf-8") as log_file:
+        log_file.write(f"[{state}]" + (f" {message}" if message else "") + "\n")
+
+
 class ProgressWriter:
     """A pipeline ``on_event`` callback that keeps a job's three progress files."""
 
     def __init__(self, job_dir: Path, tmp_dir: Path, *, job_id: str, attempt: int,
                  daemon: str | None, host: str | None, device: str | None) -> None:
         self.job_dir, self.tmp_dir = job_dir, tmp_dir
-        now = utc_now()
-        self.snapshot: dict[str, Any] = {
-            "schema": SCHEMA, "job_id": job_id, "state": "queued", "attempt": attempt,
-            "daemon": daemon, "host": host, "device": device,
-            "step": 0, "steps": len(STEPS), "phase": None, "message": None,
-            "epoch": None, "epochs": None, "batch": None, "batches": None,
-            "percent": 0.0, "eta_seconds": None, "metrics": {}, "best": None,
-            "warnings": [], "started_at": now, "updated_at": now,
-            "model_path": None, "error": None,
-        }
+        self.snapshot = initial_snapshot(job_id, attempt, daemon, host, device)
         self._last_write = 0.0
         self._train_started: float | None = None
         self._events = open(job_dir / "events.jsonl", "a", encoding="utf-8")  # noqa: SIM115
@@ -68,12 +96,12 @@ class ProgressWriter:
         if kind == "step":
             snap.update(step=event["step"], phase=event["name"], message=event["message"])
             snap["percent"] = self._step_percent(event["step"])
-            self._log_line(event["message"])
+            self.log(event["message"])
         elif kind == "substep":
-            self._log_line(f"   {event['message']}")
+            self.log(f"   {event['message']}")
         elif kind == "warning":
             snap["warnings"].append(event["message"])
-            self._log_line(f"   warning: {event['message']}")
+            self.log(f"   warning: {event['message']}")
         elif kind == "batch":
             self._training(event)
             if time.monotonic() - self._last_write < MIN_INTERVAL:
@@ -83,7 +111,7 @@ class ProgressWriter:
             snap["metrics"] = {k: event[k] for k in
                                ("train_loss", "train_accuracy", "val_loss", "val_accuracy")}
             snap["best"] = {"epoch": event["best_epoch"], "val_loss": event["best_val_loss"]}
-            self._log_line(
+            self.log(
                 f"   epoch {event['epoch']}/{event['epochs']}: loss {event['train_loss']:.4f} "
                 f"acc {event['train_accuracy']:.3f} val_loss {event['val_loss']:.4f} "
                 f"val_acc {event['val_accuracy']:.3f} ({event['duration']:.2f}s)")
@@ -98,7 +126,7 @@ class ProgressWriter:
             self.snapshot["percent"] = 100.0
             self.snapshot["eta_seconds"] = 0.0
         self._append_event({"type": "state", "state": state, **fields})
-        self._log_line(f"[{state}]" + (f" {fields['error']['message']}"
+        self.log(f"[{state}]" + (f" {fields['error']['message']}"
                                         if fields.get("error") else ""))
         self.flush()
 
@@ -140,6 +168,7 @@ class ProgressWriter:
         self._events.write(json.dumps({"at": utc_now(), **event}, default=str) + "\n")
         self._events.flush()
 
-    def _log_line(self, line: str) -> None:
+    def log(self, line: str) -> None:
+        """Append a line to ``log.txt`` (the daemon's own notes go here too)."""
         self._log.write(line + "\n")
         self._log.flush()

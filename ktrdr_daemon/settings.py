@@ -31,7 +31,6 @@ class Settings:
     daemon_id: str | None = None
     heartbeat_seconds: float = 2.0
     expire_seconds: float = 30.0
-    fence_seconds: float = 15.0  # must stay below expire_seconds (spec 3.4)
     fence_seconds: float = 15.0  # below expire_seconds: an owner stops before others reclaim
     rescan_seconds: float = 2.0
     cancel_grace_seconds: float = 5.0

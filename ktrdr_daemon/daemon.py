@@ -1,0 +1,387 @@
+"""The daemon: wake, rescan, claim, start a worker, heartbeat, reap.
+
+Filesystem events only wake the loop early; the periodic rescan is the truth (spool spec 3.7).
+Each running attempt is a child process started from a fork server that has torch and the
+pipeline imported already; a crash there fails that attempt only. A second thread writes the
+heartbeats, so a slow rescan never starves them, and ticks every worker's lifeline after a
+successful beat.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing as mp
+import os
+import signal
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from multiprocessing import forkserver
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock, Timeout
+
+from ktrdr_daemon import spool as sp
+from ktrdr_daemon import worker as wk
+from ktrdr_daemon.notify import sd_notify
+from ktrdr_daemon.progress import mirror_result
+from ktrdr_daemon.settings import Settings
+from ktrdr_daemon.validate import validate_job
+from ktrdr_daemon.watcher import SpoolWatcher
+from pipeline.device import describe_device, select_device
+
+log = logging.getLogger("ktrdr_daemon")
+
+HANDBACK_TIMEOUT_S = 8.0  # SIGTERM -> exit within 10 s (spec 6), with margin
+
+
+@dataclass
+class Running:
+    """One attempt this daemon runs: its claim, its worker process and its lifeline."""
+
+    claim: sp.Claim
+    process: Any  # multiprocessing.Process from the fork-server context
+    lifeline: Connection
+    started: float = field(default_factory=time.monotonic)
+    cancel_seen: float | None = None
+
+
+class AlreadyRunning(SystemExit):
+    """Another copy of this daemon id holds the local lock."""
+
+
+class Daemon:
+    """One daemon identity serving one spool; see the module docstring for the loop."""
+
+    def __init__(self, settings: Settings, *, once: bool = False) -> None:
+        self.settings, self.once = settings, once
+        self.spool = sp.Spool(settings.spool)
+        self.daemon_id = settings.daemon_id or default_daemon_id(settings.device)
+        self.running: dict[str, Running] = {}
+        self.lock = threading.Lock()
+        self.wake = threading.Event()
+        self.stopping = False
+        self.counters = {"completed": 0, "failed": 0, "cancelled": 0, "handed_back": 0,
+                         "crashed": 0}
+        self.first_seen: dict[str, float] = {}  # job id -> when this daemon first saw it queued
+        self.live_daemons: list[dict[str, Any]] = []
+
+    # -- start and stop --------------------------------------------------------------------
+    def serve(self) -> int:
+        """Run until SIGTERM/SIGINT (or, with ``once``, until nothing is left to do)."""
+        instance_lock = self._single_instance()
+        try:
+            self._start()
+            while not self.stopping:
+                self.wake.wait(self.settings.rescan_seconds)
+                self.wake.clear()
+                self.rescan()
+                if self.once and self._idle():
+                    break
+            return self._shutdown()
+        finally:
+            instance_lock.release()
+
+    def _single_instance(self) -> FileLock:
+        """A local lock (never on the shared spool): a second copy of this id exits clearly."""
+        folder = Path(os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()) / "ktrdr-daemon"
+        folder.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(folder / f"{self.daemon_id}.lock")
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            raise AlreadyRunning(
+                f"daemon {self.daemon_id!r} is already running on this host "
+                f"(lock {lock.lock_file}); give this one another --daemon-id") from None
+        return lock
+
+    def _start(self) -> None:
+        self.spool.ensure_layout()
+        self.me = sp.DaemonIdentity.current(self.daemon_id)
+        self.judge = sp.LivenessJudge(self.me, self.settings.expire_seconds)
+        self.incoming = sp.Incoming(self.spool)
+        device = select_device(self.settings.device)  # a real allocation proves a GPU
+        self.device = describe_device(device)
+        self.is_gpu = self.device["device"] != "cpu"
+        self.context = mp.get_context("forkserver")
+        self.context.set_forkserver_preload(["ktrdr_daemon.preload"])
+        forkserver.ensure_running()  # pay torch's import once, now, not at the first job
+        self.watcher = SpoolWatcher(self.spool, self.wake, self.settings.observer)
+        self.watcher.start()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._on_stop_signal)
+        self._write_heartbeat()
+        threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True).start()
+        log.info("daemon %s serving %s on %s (%s), watcher %s, slots %d", self.daemon_id,
+                 self.spool.root, self.device["device"], self.device.get("name"),
+                 self.watcher.kind, self.settings.slots)
+        self.rescan()
+        sd_notify("READY=1\nSTATUS=serving " + str(self.spool.root))
+
+    def _on_stop_signal(self, signum: int, _frame: Any) -> None:
+        log.info("%s: stop claiming, hand running jobs back", signal.Signals(signum).name)
+        self.stopping = True
+        self.wake.set()
+
+    def _shutdown(self) -> int:
+        """Hand every running attempt back (checkpoint at the next batch), then exit."""
+        sd_notify("STOPPING=1")
+        with self.lock:
+            running = dict(self.running)
+        for job_id, run in running.items():
+            log.info("%s: handing back attempt %d", job_id, run.claim.attempt)
+            _send(run.lifeline, "handback")
+        deadline = time.monotonic() + HANDBACK_TIMEOUT_S
+        while self.running and time.monotonic() < deadline:
+            time.sleep(0.02)
+            self.reap()
+        for job_id, run in list(self.running.items()):
+            log.warning("%s: worker did not hand back in time; killed", job_id)
+            run.process.kill()
+            run.process.join()
+            run.claim.hand_back("killed during hand-back; resumes from the last checkpoint")
+            self._forget(job_id)
+        self.watcher.stop()
+        sp.remove_daemon_heartbeat(self.spool, self.me)
+        return 0
+
+    # -- the rescan: the truth -------------------------------------------------------------
+    def rescan(self) -> None:
+        self.watcher.ensure_alive()
+        self.accept_drops()
+        self.reap()
+        self.live_daemons = sp.read_daemons(self.spool, self.judge)
+        self.reclaim_dead()
+        self.enforce_cancels()
+        if not self.stopping:
+            self.claim_jobs()
+
+    def accept_drops(self) -> None:
+        fast = self.watcher.take_completed()  # moved-in or closed-after-write: complete now
+        for drop in sorted(set(self.incoming.complete_drops(wait=False)) | fast):
+            if not drop.exists():
+                continue
+            job_id = sp.accept_drop(self.spool, drop, self._validate)
+            if job_id:
+                self._mirror_if_ended(job_id)
+        for job_id in self.incoming.recover_unaccepted(self._validate):
+            self._mirror_if_ended(job_id)
+
+    def _validate(self, body: dict[str, Any], source: str) -> tuple[dict[str, Any], list[str]]:
+        return validate_job(body, source, self.settings)
+
+    def reap(self) -> None:
+        """Collect finished workers; a crash fails that attempt only (it counts)."""
+        for job_id, run in list(self.running.items()):
+            if run.process.is_alive():
+                continue
+            run.process.join()
+            code = run.process.exitcode
+            if code == wk.EXIT_HANDED_BACK:
+                self.counters["handed_back"] += 1
+            elif code in (wk.EXIT_DONE, wk.EXIT_FENCED):
+                result = sp.read_result(self.spool, job_id) or {}
+                state = result.get("state")
+                if state in self.counters:
+                    self.counters[state] += 1
+                if code == wk.EXIT_FENCED:
+                    run.claim.abandon("the worker lost its claim (fenced)")
+            else:
+                self.counters["crashed"] += 1
+                reason = f"the worker {describe_exit(code)}"
+                log.warning("%s: attempt %d failed: %s", job_id, run.claim.attempt, reason)
+                run.claim.abandon(reason)
+                _append_log(self.spool, job_id, f"[attempt {run.claim.attempt} failed] {reason}")
+            self._forget(job_id)
+
+    def reclaim_dead(self) -> None:
+        """End attempts of dead owners (at once when provably dead, else after T_expire)."""
+        for found in sp.find_reclaimable(self.spool, self.judge):
+            if found.job_id in self.running:
+                continue
+            if sp.reclaim(self.spool, found, self.me):
+                log.info("%s: reclaimed attempt %d (%s)", found.job_id, found.attempt,
+                         found.reason)
+                _append_log(self.spool, found.job_id,
+                            f"[attempt {found.attempt} reclaimed by {self.daemon_id}] "
+                            f"{found.reason}")
+                self.wake.set()
+
+    def enforce_cancels(self) -> None:
+        """A running job stops itself at the next batch; one that ignores it is killed."""
+        now = time.monotonic()
+        for job_id, run in list(self.running.items()):
+            if not sp.is_cancel_requested(self.spool, job_id):
+                continue
+            run.cancel_seen = run.cancel_seen or now
+            if now - run.cancel_seen >= self.settings.cancel_grace_seconds:
+                log.warning("%s: ignored the cancel for %.1f s; killed", job_id,
+                            now - run.cancel_seen)
+                run.process.kill()
+                run.process.join()
+                sp.write_result(self.spool, job_id, "cancelled", run.claim,
+                                note="killed after the cancel grace period")
+                self._forget(job_id)
+                self._mirror_if_ended(job_id)
+
+    def claim_jobs(self) -> None:
+        free = self.settings.slots - len(self.running)
+        if free <= 0:
+            return
+        for job_id in sp.queued_jobs_in_order(self.spool):
+            if free <= 0:
+                break
+            job = sp.read_job(self.spool, job_id)
+            if job is None or job_id in self.running:
+                continue
+            note = self._match(job_id, job)
+            if note is False:
+                continue
+            claim = sp.try_claim(self.spool, job_id, self.me, t_fence=self.settings.fence_seconds)
+            if claim is None:
+                self._mirror_if_ended(job_id)
+                continue
+            if isinstance(note, str):
+                _append_log(self.spool, job_id, note)
+            self._start_worker(job_id, claim)
+            free -= 1
+
+    # -- which daemon runs which job (spec 4) -----------------------------------------------
+    def _match(self, job_id: str, job: dict[str, Any]) -> bool | str:
+        """True or a log note to claim; False to leave the job to another daemon."""
+        execution = job.get("execution") or {}
+        mode = execution.get("mode", "auto")
+        wants_gpu = mode == "gpu" or bool(execution.get("require_gpu"))
+        if self.is_gpu:
+            return mode != "local"
+        if mode == "local":
+            return True
+        gpus = [d for d in self.live_daemons if d["alive"] and d.get("device", "cpu") != "cpu"]
+        if wants_gpu:
+            if not gpus:
+                waited = time.monotonic() - self.first_seen.setdefault(job_id, time.monotonic())
+                if waited >= float(execution.get("wait_for_gpu") or 0):
+                    self._fail(job_id, "no GPU daemon is alive (the job requires a GPU; set "
+                               "execution.wait_for_gpu to wait, or mode: auto to allow the CPU)")
+            return False
+        if any(d.get("free_slots", 0) > 0 for d in gpus):
+            return False  # a live GPU daemon with a free slot goes first
+        reason = "no GPU daemon alive" if not gpus else "every GPU daemon is busy"
+        return f"running on CPU: {reason}"
+
+    def _fail(self, job_id: str, message: str) -> None:
+        if sp.write_result(self.spool, job_id, "failed",
+                           error={"message": message, "where": "scheduling"}):
+            self._mirror_if_ended(job_id)
+
+    # -- workers -----------------------------------------------------------------------------
+    def _start_worker(self, job_id: str, claim: sp.Claim) -> None:
+        s = self.settings
+        task = wk.WorkerTask(
+            spool_root=str(self.spool.root), job_id=job_id, attempt=claim.attempt,
+            claim_data=claim._data, daemon_id=self.daemon_id, host=self.me.host,
+            device=self.device["device"], data_root=str(s.data_root),
+            models_root=str(s.models), strategies_root=str(s.strategies), threads=s.threads,
+            t_fence=s.fence_seconds, strict=s.strict)
+        reader, writer = self.context.Pipe(duplex=False)
+        process = self.context.Process(target=wk.run_attempt, args=(task, reader),
+                                       name=f"ktrdr-worker:{job_id}", daemon=False)
+        process.start()
+        reader.close()
+        with self.lock:
+            self.running[job_id] = Running(claim, process, writer)
+        self.watcher.watch_job(job_id)
+        log.info("%s: attempt %d started (pid %s)", job_id, claim.attempt, process.pid)
+
+    def _forget(self, job_id: str) -> None:
+        with self.lock:
+            run = self.running.pop(job_id, None)
+        if run is not None:
+            run.lifeline.close()
+        self.watcher.unwatch_job(job_id)
+        self.wake.set()  # a slot is free
+
+    # -- heartbeats (own thread) --------------------------------------------------------------
+    def _heartbeat_loop(self) -> None:
+        while not self.stopping:
+            time.sleep(self.settings.heartbeat_seconds)
+            with self.lock:
+                running = dict(self.running)
+            for job_id, run in running.items():
+                if run.claim.beat():
+                    _send(run.lifeline, "tick")
+                elif sp.read_result(self.spool, job_id) is None and run.process.is_alive():
+                    # Fenced: the worker stops on its own once ticks stop; make it sure.
+                    log.warning("%s: lost the claim of attempt %d; stopping the worker",
+                                job_id, run.claim.attempt)
+                    run.process.kill()
+            self._write_heartbeat()
+
+    def _write_heartbeat(self) -> None:
+        with self.lock:
+            jobs = sorted(self.running)
+        try:
+            sp.write_daemon_heartbeat(self.spool, self.me, {
+                "device": self.device["device"], "device_name": self.device.get("name"),
+                "memory_bytes": self.device.get("memory_bytes"), "slots": self.settings.slots,
+                "free_slots": self.settings.slots - len(jobs), "running": jobs,
+                "counters": dict(self.counters), "watcher": self.watcher.kind,
+                "version": _version(), "started": True,
+            })
+        except OSError as exc:
+            log.warning("cannot write the daemon heartbeat: %s", exc)
+
+    # -- helpers -----------------------------------------------------------------------------
+    def _idle(self) -> bool:
+        """Nothing running and nothing queued that this daemon could run."""
+        if self.running or self.incoming.complete_drops(wait=True):
+            return False
+        for job_id in sp.queued_jobs_in_order(self.spool):
+            job = sp.read_job(self.spool, job_id)
+            if job is not None and self._match(job_id, job) is not False:
+                return False
+        return True
+
+    def _mirror_if_ended(self, job_id: str) -> None:
+        result = sp.read_result(self.spool, job_id)
+        if result is not None:
+            mirror_result(self.spool.job_dir(job_id), self.spool.tmp, result)
+
+
+def default_daemon_id(device: str) -> str:
+    """``<host>-<device setting>``: one CPU and one GPU daemon per host by default."""
+    host = "".join(c if c.isalnum() or c in "_.-" else "-" for c in os.uname().nodename)
+    return f"{host[:50]}-{device.replace(':', '')}"
+
+
+def describe_exit(code: int | None) -> str:
+    if code is None:
+        return "did not exit"
+    if code < 0:
+        name = signal.Signals(-code).name
+        hint = " (out of memory?)" if -code == signal.SIGKILL else ""
+        return f"was killed by {name}{hint}"
+    return f"exited with status {code}"
+
+
+def _send(conn: Connection, message: str) -> None:
+    with contextlib.suppress(OSError, ValueError):  # the worker is gone; the reaper will see it
+        conn.send(message)
+
+
+def _append_log(spool: sp.Spool, job_id: str, line: str) -> None:
+    try:
+        with open(spool.job_dir(job_id) / "log.txt", "a", encoding="utf-8") as handle:
+            handle.write(line + "\n")
+    except OSError:
+        pass
+
+
+def _version() -> str:
+    from ktrdr_daemon import __version__
+
+    return __version__

@@ -1,0 +1,141 @@
+"""Filesystem events that wake the daemon early. They are hints: the rescan is the truth.
+
+inotify (watchdog's native observer) where the kernel sees every change; the polling observer
+on network filesystems (NFS, SMB, sshfs...), where changes made by other hosts raise no event.
+A handler error is logged and swallowed, and the daemon restarts an observer that died, so the
+watcher never stops silently.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+from pathlib import Path
+
+from watchdog.events import (
+    FileClosedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
+from watchdog.observers import Observer
+from watchdog.observers.polling import PollingObserver
+
+from ktrdr_daemon import spool as sp
+
+log = logging.getLogger("ktrdr_daemon.watcher")
+
+# Filesystems where inotify only sees this host's own changes.
+NETWORK_FILESYSTEMS = {"nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "afs", "ceph", "glusterfs",
+                       "fuse.sshfs", "fuse.glusterfs", "lustre", "gpfs", "beegfs", "virtiofs"}
+
+
+def filesystem_type(path: Path) -> str | None:
+    """The type of the filesystem holding ``path`` (Linux ``/proc/mounts``), or None."""
+    try:
+        mounts = Path("/proc/mounts").read_text().splitlines()
+    except OSError:
+        return None
+    target, best = str(path.resolve()), (None, "")
+    for line in mounts:
+        parts = line.split()
+        if len(parts) < 3:
+            continue
+        mount_point = parts[1].replace("\\040", " ")
+        inside = target == mount_point or target.startswith(mount_point.rstrip("/") + "/")
+        if inside and len(mount_point) >= len(best[1]):
+            best = (parts[2], mount_point)
+    return best[0]
+
+
+def choose_observer(spool_root: Path, requested: str) -> str:
+    """``inotify`` or ``polling``; ``auto`` picks polling on a network filesystem."""
+    if requested in ("inotify", "polling"):
+        return requested
+    fs = filesystem_type(spool_root)
+    return "polling" if fs in NETWORK_FILESYSTEMS else "inotify"
+
+
+class _Handler(FileSystemEventHandler):
+    def __init__(self, watcher: SpoolWatcher) -> None:
+        self.watcher = watcher
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        try:
+            self.watcher.on_event(event)
+        except Exception:  # never let a handler error kill the observer thread
+            log.exception("watcher: error while handling %s", event)
+
+
+class SpoolWatcher:
+    """Watches ``incoming/``, ``jobs/`` and each running job's folder (for cancel markers)."""
+
+    def __init__(self, spool: sp.Spool, wake: threading.Event, requested: str = "auto") -> None:
+        self.spool, self.wake = spool, wake
+        self.kind = choose_observer(spool.root, requested)
+        self._completed: set[Path] = set()
+        self._lock = threading.Lock()
+        self._job_watches: dict[str, object] = {}
+        self.observer = self._new_observer()
+
+    def _new_observer(self) -> Observer:
+        observer = PollingObserver(timeout=0.5) if self.kind == "polling" else Observer()
+        handler = _Handler(self)
+        observer.schedule(handler, str(self.spool.incoming), recursive=False)
+        observer.schedule(handler, str(self.spool.jobs), recursive=False)
+        self._handler = handler
+        return observer
+
+    def start(self) -> None:
+        try:
+            self.observer.start()
+        except OSError as exc:  # e.g. inotify watch limit reached: fall back, say so
+            log.warning("watcher: %s unavailable (%s); using polling", self.kind, exc)
+            self.kind = "polling"
+            self.observer = self._new_observer()
+            self.observer.start()
+
+    def stop(self) -> None:
+        self.observer.stop()
+        self.observer.join(timeout=2)
+
+    def ensure_alive(self) -> None:
+        """Restart an observer whose thread died (the rescan keeps working meanwhile)."""
+        if not self.observer.is_alive():
+            log.error("watcher: the %s observer stopped; restarting it", self.kind)
+            self._job_watches.clear()
+            self.observer = self._new_observer()
+            self.start()
+
+    def watch_job(self, job_id: str) -> None:
+        try:
+            watch = self.observer.schedule(self._handler, str(self.spool.job_dir(job_id)),
+                                           recursive=False)
+            self._job_watches[job_id] = watch
+        except OSError as exc:
+            log.warning("watcher: cannot watch %s (%s); the rescan covers it", job_id, exc)
+
+    def unwatch_job(self, job_id: str) -> None:
+        watch = self._job_watches.pop(job_id, None)
+        if watch is not None:
+            with contextlib.suppress(KeyError, OSError):
+                self.observer.unschedule(watch)
+
+    def take_completed(self) -> set[Path]:
+        """Drops an event proved complete (renamed in, or closed after writing)."""
+        with self._lock:
+            done, self._completed = self._completed, set()
+        return done
+
+    def on_event(self, event: FileSystemEvent) -> None:
+        if isinstance(event, FileMovedEvent):
+            path = Path(os.fsdecode(event.dest_path))
+        else:
+            path = Path(os.fsdecode(event.src_path))
+        complete = isinstance(event, (FileMovedEvent, FileClosedEvent))
+        if complete and path.parent == self.spool.incoming and not sp.is_ignored_name(path.name):
+            with self._lock:
+                self._completed.add(path)
+        self.wake.set()

@@ -1,0 +1,264 @@
+"""The child process that runs one attempt of one job through ``pipeline.run.run_training``.
+
+The daemon starts workers from a fork server that imported this module (and so torch and the
+pipeline) once, so a job does not pay the ``import torch`` cost. A worker talks to its daemon
+through one pipe, the *lifeline*:
+
+- ``"tick"`` after every heartbeat the daemon wrote for this attempt. No tick for ``t_fence``
+  (the daemon is stopped, or its disk is gone) and the worker exits at once, publishing nothing:
+  by then another daemon may be about to reclaim the job (spec 3.4, self-fencing).
+- ``"handback"`` when the daemon got SIGTERM: checkpoint at the next batch, end the attempt as
+  handed back, exit.
+- end of file when the daemon died: exit at once, so no orphan keeps training.
+
+Everything else a worker needs to know is in files: the job, the cancel marker, the claim.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ktrdr_daemon import spool as sp
+from ktrdr_daemon.progress import ProgressWriter
+from pipeline.errors import Cancelled, HandedBack, PipelineError
+from pipeline.job import load_job
+from pipeline.run import run_training
+from pipeline.store import ModelStore
+
+# Exit codes the daemon reads. Anything else (a crash, a signal) fails the attempt.
+EXIT_DONE = 0  # a result was written (or another writer's result stands)
+EXIT_HANDED_BACK = 3  # attempt ended as handed back; the job is queued again
+EXIT_FENCED = 4  # lost the claim or the daemon: nothing published, nothing written
+EXIT_ORPHANED = 5  # the daemon died
+
+CHECKPOINT = "checkpoint"
+CHECKPOINT_FILE = "state.pt"
+
+
+@dataclass(frozen=True)
+class WorkerTask:
+    """What a worker is told; plain values so it pickles to the fork server."""
+
+    spool_root: str
+    job_id: str
+    attempt: int
+    claim_data: bytes
+    daemon_id: str
+    host: str
+    device: str
+    data_root: str
+    models_root: str
+    strategies_root: str
+    threads: int = 1
+    t_fence: float = sp.T_FENCE_S
+    strict: bool = False
+
+
+class WorkerStop:
+    """The pipeline's stop source: cancel marker, hand-back request, or lost lifeline."""
+
+    def __init__(self, cancel_marker: Path) -> None:
+        self.cancel_marker = cancel_marker
+        self.handback = False
+
+    def reason(self) -> str | None:
+        # One lstat per batch (~1 us): cheap next to a batch, and a `touch` is seen at once.
+        if os.path.lexists(self.cancel_marker):
+            return "cancel"
+        return "handback" if self.handback else None
+
+
+class Lifeline:
+    """Reads the daemon's pipe in a thread; fences (exits) when the ticks stop."""
+
+    def __init__(self, conn: Connection, stop: WorkerStop, t_fence: float) -> None:
+        self.conn, self.stop, self.t_fence = conn, stop, t_fence
+        self.last_tick = time.monotonic()
+
+    def start(self) -> None:
+        threading.Thread(target=self._run, name="lifeline", daemon=True).start()
+
+    def fresh(self) -> bool:
+        return time.monotonic() - self.last_tick < self.t_fence
+
+    def _run(self) -> None:
+        while True:
+            try:
+                ready = self.conn.poll(self.t_fence)
+                message = self.conn.recv() if ready else None
+            except (EOFError, OSError):
+                os._exit(EXIT_ORPHANED)  # the daemon is gone: no orphan keeps training
+            if message is None:
+                os._exit(EXIT_FENCED)  # no tick for t_fence: a reclaim may be under way
+            if message == "tick":
+                self.last_tick = time.monotonic()
+            elif message == "handback":
+                self.stop.handback = True
+
+
+def run_attempt(task: WorkerTask, conn: Connection) -> None:
+    """The worker's main function: never returns, exits with one of the codes above."""
+    os._exit(_attempt(task, conn))
+
+
+def _attempt(task: WorkerTask, conn: Connection) -> int:
+    spool = sp.Spool(Path(task.spool_root))
+    job_dir = spool.job_dir(task.job_id)
+    stop = WorkerStop(job_dir / sp.CANCEL)
+    # Ctrl-C in a terminal reaches the whole process group: the daemon decides, not us.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda *_: setattr(stop, "handback", True))
+    lifeline = Lifeline(conn, stop, task.t_fence)
+    lifeline.start()
+    # Our view of the claim: ownership is checked through files; liveness through the ticks.
+    claim = sp.Claim(spool, task.job_id, task.attempt, task.claim_data, t_fence=float("inf"))
+    progress = ProgressWriter(job_dir, spool.tmp, job_id=task.job_id, attempt=task.attempt,
+                              daemon=task.daemon_id, host=task.host, device=task.device)
+    try:
+        return _train(task, spool, claim, stop, lifeline, progress)
+    finally:
+        progress.close()
+
+
+def _train(task: WorkerTask, spool: sp.Spool, claim: sp.Claim, stop: WorkerStop,
+           lifeline: Lifeline, progress: ProgressWriter) -> int:
+    job_dir = spool.job_dir(task.job_id)
+
+    def before_publish() -> None:
+        if not (lifeline.fresh() and claim.still_current()):
+            raise _Fenced()
+
+    torch.set_num_threads(task.threads)
+    try:
+        job_file = sp.read_job(spool, task.job_id) or {}
+        job = load_job({"strategy": job_file.get("strategy")}, source_name=task.job_id,
+                       strict=task.strict)
+        models = ModelStore(Path(task.models_root))
+        existing = _published_version(models, job.strategy.name, task.job_id)
+        if existing is not None:  # an earlier attempt published, then died before result.json
+            progress.set_state("running")
+            return _complete(spool, claim, progress, existing, {}, {}, [], task, reused=True)
+        resume = load_checkpoint(job_dir)
+        progress.set_state("running", resumed_from_epoch=_resumed_epoch(resume))
+        result = run_training(
+            job, data_root=Path(task.data_root), models_root=Path(task.models_root),
+            device=task.device, threads=task.threads, job_id=task.job_id, on_event=progress,
+            stop=stop, resume=resume,
+            on_checkpoint=lambda state: save_checkpoint(spool, job_dir, state),
+            before_publish=before_publish,
+        )
+    except Cancelled:
+        return _cancelled(spool, claim, progress)
+    except HandedBack:
+        claim.hand_back("the daemon stopped (SIGTERM); resumes from the checkpoint")
+        progress.set_state("queued", message="handed back; resumes from the checkpoint")
+        return EXIT_HANDED_BACK
+    except _Fenced:
+        if os.path.lexists(job_dir / sp.CANCEL):
+            return _cancelled(spool, claim, progress)
+        return EXIT_FENCED
+    except PipelineError as exc:  # bad data or strategy: another attempt would fail the same way
+        error = {"message": str(exc), "where": progress.snapshot.get("phase") or "start"}
+        if sp.write_result(spool, task.job_id, "failed", claim, error=error,
+                           device=task.device):
+            progress.set_state("failed", error=error)
+        return EXIT_DONE
+    except Exception:
+        progress.log(traceback.format_exc())
+        raise
+    metrics = {"test": result.metrics["test"], "training": {
+        k: v for k, v in result.metrics["training"].items() if k != "history"}}
+    return _complete(spool, claim, progress, result.model_path, metrics, result.timings,
+                     result.warnings, task)
+
+
+class _Fenced(Exception):
+    """Raised in ``before_publish``: this attempt may no longer publish."""
+
+
+def _complete(spool: sp.Spool, claim: sp.Claim, progress: ProgressWriter, model_path: Path,
+              metrics: dict, timings: dict, warnings: list[str], task: WorkerTask,
+              reused: bool = False) -> int:
+    fields: dict[str, Any] = {"model_path": str(model_path), "metrics": metrics,
+                              "timings": timings, "warnings": warnings, "device": task.device}
+    if reused:
+        fields["note"] = "model published by an earlier attempt of this job"
+    if sp.write_result(spool, task.job_id, "completed", claim, **fields):
+        progress.set_state("completed", model_path=str(model_path))
+        return EXIT_DONE
+    if os.path.lexists(spool.job_dir(task.job_id) / sp.CANCEL) and claim.still_owner():
+        # Cancelled between the publish and the result: withdraw the version, end cancelled.
+        ModelStore(Path(task.models_root)).delete(model_path)
+        return _cancelled(spool, claim, progress)
+    return EXIT_FENCED
+
+
+def _cancelled(spool: sp.Spool, claim: sp.Claim, progress: ProgressWriter) -> int:
+    if sp.write_result(spool, claim.job_id, "cancelled", claim):
+        progress.set_state("cancelled")
+    return EXIT_DONE
+
+
+def _published_version(models: ModelStore, strategy: str, job_id: str) -> Path | None:
+    """A version of this strategy whose metadata names this job: publishing is idempotent."""
+    for version in models.versions(strategy):
+        try:
+            metadata = json.loads((version.path / "metadata.json").read_text())
+        except (OSError, ValueError):
+            continue
+        if metadata.get("job_id") == job_id:
+            return version.path
+    return None
+
+
+def save_checkpoint(spool: sp.Spool, job_dir: Path, state: dict[str, Any]) -> None:
+    """Replace ``checkpoint/state.pt`` atomically (tmp/, fsync, rename): resume never reads
+    half a file."""
+    folder = job_dir / CHECKPOINT
+    folder.mkdir(exist_ok=True)
+    tmp = spool.tmp / f"{job_dir.name}.checkpoint.{os.getpid()}.tmp"
+    with open(tmp, "wb") as handle:
+        torch.save(state, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, folder / CHECKPOINT_FILE)
+    sp.fsync_dir(folder)
+
+
+def load_checkpoint(job_dir: Path) -> dict[str, Any] | None:
+    """The last checkpoint, loaded without unpickling (``weights_only=True``), or None."""
+    path = job_dir / CHECKPOINT / CHECKPOINT_FILE
+    if not path.is_file():
+        return None
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def warm_up() -> None:
+    """Run once in the fork server: import what torch and matplotlib load lazily (the Adam
+    optimizer pulls in torch._dynamo, ~2 s; the report needs matplotlib), so no job pays it."""
+    model = torch.nn.Linear(2, 3)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model(torch.zeros(1, 2)).sum().backward()
+    optimizer.step()
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot  # noqa: F401
+    except ImportError:  # the report is optional at run time
+        pass
+
+
+def _resumed_epoch(state: dict[str, Any] | None) -> int | None:
+    return None if state is None else int(state.get("epoch", 0))
