@@ -50,6 +50,7 @@ T_EXPIRE_S = 30.0  # a counter unchanged this long on the reader's clock is a de
 T_FENCE_S = 15.0  # an owner that could not beat this long stops and publishes nothing (3.4)
 DROP_SETTLE_S = 0.08  # a drop unchanged this long between two looks is complete (section 2)
 ORPHAN_GRACE_S = 10.0  # a moved drop left unvalidated this long was a crashed acceptance
+TMP_STALE_S = 3600.0  # a file left in tmp/ this long belongs to a writer that died
 MAX_DROP_BYTES = 1 << 20  # 1 MiB (section 2)
 MAX_YAML_NODES = 100_000  # values after alias expansion: stops "billion laughs"
 MAX_YAML_DEPTH = 64
@@ -1153,8 +1154,9 @@ def retry_job(spool: Spool, job_id: str) -> int:
     """Requeue a failed or cancelled job; returns the attempt it will run as.
 
     Order matters: archive the result (``attempts/retry.<n>.<k>.json``, which also restarts the
-    attempt budget at n), drop the cancel marker, and only then remove ``result.json``, the one
-    step that makes the job queued again. A crash part-way leaves it terminal; retry again.
+    attempt budget at n), end the last attempt if its owner left it open, drop the cancel
+    marker, and only then remove ``result.json``, the one step that makes the job queued again.
+    A crash part-way leaves it terminal; retry again.
     A job that failed validation is validated again by the next rescan.
     """
     job_dir = spool.job_dir(job_id)
@@ -1170,6 +1172,9 @@ def retry_job(spool: Spool, job_id: str) -> int:
     archive = _json_bytes({"first_attempt": n, "retried_at": utc_now(), "result": result})
     while not publish_exclusive(spool.tmp, attempts_dir / f"retry.{n}.{seq}.json", archive):
         seq += 1
+    if found.last and found.last not in found.ends:  # so its owner, if any, sees it is over
+        end = {"attempt": found.last, "reason": f"job {result.get('state')}", "counts": False}
+        publish_exclusive(spool.tmp, attempts_dir / f"{found.last}.end", _json_bytes(end))
     Path(job_dir / CANCEL).unlink(missing_ok=True)
     Path(job_dir / RESULT).unlink(missing_ok=True)
     fsync_dir(job_dir)
@@ -1181,7 +1186,8 @@ def clean(spool: Spool, older_than_s: float, now: float | None = None) -> list[s
 
     Age is the result's mtime against this host's clock, which is fine at the scale of days.
     A folder first leaves ``jobs/`` by one rename, so readers never see it half-deleted. Empty
-    folders of acceptances that crashed, and stale temp files, go the same way.
+    folders of acceptances that crashed go the same way, and ``tmp/`` files older than
+    :data:`TMP_STALE_S` (writers that died; a publish lives there for milliseconds).
     """
     now = time.time() if now is None else now
     removed = []
@@ -1204,7 +1210,7 @@ def clean(spool: Spool, older_than_s: float, now: float | None = None) -> list[s
             removed.append(entry.name)
     for entry in list(os.scandir(spool.tmp)):
         try:
-            if now - entry.stat(follow_symlinks=False).st_mtime >= max(older_than_s, 3600):
+            if now - entry.stat(follow_symlinks=False).st_mtime >= TMP_STALE_S:
                 if entry.is_dir(follow_symlinks=False):
                     shutil.rmtree(entry.path, ignore_errors=True)
                 else:

@@ -509,10 +509,15 @@ def test_retry_requeues_with_a_fresh_budget(spool: Spool, me) -> None:
 
     assert retry_job(spool, job_id) == 2
     assert job_state(spool, job_id) == "queued" and not (spool.jobs / job_id / "cancel").exists()
-    (archive,) = (spool.jobs / job_id / "attempts").glob("retry.*.json")
+    (archive,) = (spool.jobs / job_id / "attempts").glob("retry.2.*.json")
     assert json.loads(archive.read_text())["result"]["state"] == "failed"
     claim = try_claim(spool, job_id, me)
     assert claim.attempt == 2
+    assert write_result(spool, job_id, "failed", claim, error={"message": "diverged"})
+    retry_job(spool, job_id)
+    assert not claim.still_owner(), "a retried job's last attempt is over for its owner"
+    claim = try_claim(spool, job_id, me)
+    assert claim.attempt == 3
     with pytest.raises(ValueError, match="has not ended"):
         retry_job(spool, job_id)
     assert write_result(spool, job_id, "completed", claim)
