@@ -149,7 +149,7 @@ def _train(task: WorkerTask, spool: sp.Spool, claim: sp.Claim, stop: WorkerStop,
         if existing is not None:  # an earlier attempt published, then died before result.json
             progress.set_state("running")
             return _complete(spool, claim, progress, existing, {}, {}, [], task, reused=True)
-        resume = load_checkpoint(job_dir)
+        resume = load_checkpoint(job_dir, progress)
         progress.set_state("running", resumed_from_epoch=_resumed_epoch(resume))
         result = run_training(
             job, data_root=Path(task.data_root), models_root=Path(task.models_root),
@@ -223,25 +223,31 @@ def _published_version(models: ModelStore, strategy: str, job_id: str) -> Path |
 
 
 def save_checkpoint(spool: sp.Spool, job_dir: Path, state: dict[str, Any]) -> None:
-    """Replace ``checkpoint/state.pt`` atomically (tmp/, fsync, rename): resume never reads
-    half a file."""
+    """Replace ``checkpoint/state.pt`` atomically (write in tmp/, rename): a reader never sees
+    half a file. No fsync: this runs every epoch, a process crash keeps the renamed file, and
+    after a power loss a torn checkpoint only means training starts over (see load)."""
     folder = job_dir / CHECKPOINT
     folder.mkdir(exist_ok=True)
     tmp = spool.tmp / f"{job_dir.name}.checkpoint.{os.getpid()}.tmp"
     with open(tmp, "wb") as handle:
         torch.save(state, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
     os.replace(tmp, folder / CHECKPOINT_FILE)
-    sp.fsync_dir(folder)
 
 
-def load_checkpoint(job_dir: Path) -> dict[str, Any] | None:
-    """The last checkpoint, loaded without unpickling (``weights_only=True``), or None."""
+def load_checkpoint(job_dir: Path, progress: ProgressWriter | None = None) -> dict[str, Any] | None:
+    """The last checkpoint, loaded without unpickling (``weights_only=True``), or None.
+
+    An unreadable checkpoint is reported and ignored: starting over is always correct."""
     path = job_dir / CHECKPOINT / CHECKPOINT_FILE
     if not path.is_file():
         return None
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torn or foreign file: never trust it, never unpickle it
+        if progress is not None:
+            progress({"type": "warning",
+                      "message": f"checkpoint {path.name} unreadable ({exc}); starting over"})
+        return None
 
 
 def warm_up() -> None:
