@@ -96,16 +96,18 @@ def plist_argv(plist: bytes) -> list[str]:
 # --- systemd ---------------------------------------------------------------------------------
 
 
-def _escape(value: str) -> str:
-    """Keep systemd from expanding specifiers (``%``) and variables (``$``) in our paths."""
-    return value.replace("%", "%%").replace("$", "$$")
+def _escape(value: str, *, command: bool = False) -> str:
+    """Keep systemd from expanding specifiers (``%``), and variables (``$``, command lines only)."""
+    value = value.replace("%", "%%")
+    return value.replace("$", "$$") if command else value
 
 
-def _quote(word: str) -> str:
-    """One word of a systemd command line or path list (systemd.service(5), "Command lines")."""
+def _quote(word: str, *, command: bool = False) -> str:
+    """One word of a command line or a path list (systemd.service(5), "Command lines")."""
     if re.fullmatch(r"[A-Za-z0-9_@%+=:,./-]+", word):
-        return _escape(word)
-    return '"' + _escape(word).replace("\\", "\\\\").replace('"', '\\"') + '"'
+        return _escape(word, command=command)
+    escaped = _escape(word, command=command).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'
 
 
 def render_systemd_unit(cfg: ServiceConfig, *, system: bool = False) -> str:
@@ -119,7 +121,7 @@ def render_systemd_unit(cfg: ServiceConfig, *, system: bool = False) -> str:
         "[Service]",
         "Type=notify",
         "NotifyAccess=main",
-        "ExecStart=" + " ".join(_quote(w) for w in daemon_argv(cfg)),
+        "ExecStart=" + " ".join(_quote(w, command=True) for w in daemon_argv(cfg)),
         f"WorkingDirectory={_escape(str(cfg.workdir))}",
     ]
     lines += [f"Environment={_quote(f'{k}={v}')}" for k, v in cfg.env.items()]
@@ -272,8 +274,9 @@ def cmd_service(args: argparse.Namespace) -> int:
             return 1
         path.unlink()
         if kind == "systemd":  # what `disable` removes; older systemd refuses once the file is gone
-            for link in path.parent.glob(f"*.wants/{path.name}"):
-                link.unlink()
+            for wants in path.parent.glob("*.wants"):
+                if (wants / path.name).is_symlink():
+                    (wants / path.name).unlink()
         print(f"removed {path}; to stop the running daemon:", file=sys.stderr)
         print(unload_command(kind, name, system=args.system))
         return 0
