@@ -44,6 +44,7 @@ class ReportData:
     title: str
     history: list[dict[str, Any]]  # epoch dicts: epoch, train_loss, train_accuracy, val_...
     best_epoch: int | None = None
+    best_note: str = "restored"  # a saved model holds the best epoch's weights
     status: str | None = None  # the line under the title
     test: dict[str, Any] | None = None  # metrics.json "test": confusion_matrix, per_class, ...
     importance: dict[str, float] | None = None
@@ -138,6 +139,7 @@ def report_data_from_events(events_path: Path, title: str | None = None,
         title=title or events_path.parent.name,
         history=history,
         best_epoch=best,
+        best_note="best so far" if state in ("running", "queued") else "lowest val_loss",
         status=f"job {state}, {progress}; test metrics, feature importance and label counts "
                "appear once the model is saved",
     )
@@ -192,8 +194,11 @@ def write_report(data: ReportData, out: Path) -> Path:
 
 
 def _curves(ax: Axes, data: ReportData, metric: str, ylabel: str) -> None:
+    from matplotlib.ticker import MaxNLocator
+
     ax.set_title(f"{ylabel.capitalize()} per epoch")
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     if not data.history:
@@ -209,7 +214,7 @@ def _curves(ax: Axes, data: ReportData, metric: str, ylabel: str) -> None:
     best = next((h for h in data.history if h["epoch"] == data.best_epoch), None)
     if best is not None:
         ax.axvline(best["epoch"], color="black", linestyle="--", linewidth=1,
-                   label=f"best epoch {best['epoch']} (restored)")
+                   label=f"best epoch {best['epoch']} ({data.best_note})")
         if best.get(f"val_{metric}") is not None:
             ax.plot([best["epoch"]], [best[f"val_{metric}"]], marker="*", markersize=14,
                     color="black", linestyle="none")

@@ -191,6 +191,7 @@ def test_report_of_a_job_still_running(tmp_path: Path, capsys) -> None:
     assert [ax.get_label() for ax in fig.axes] == ["loss", "accuracy"]
     (val,) = [ln for ln in axis(fig, "loss").get_lines() if ln.get_label() == "validation"]
     assert list(val.get_ydata()) == pytest.approx([1.0, 0.9, 0.8])
+    assert "best epoch 2 (best so far)" in [ln.get_label() for ln in axis(fig, "loss").get_lines()]
     writer.close()
 
 
