@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ktrdr_daemon import service
+from ktrdr_daemon import commands, service
 from ktrdr_daemon.settings import Settings, load_settings
 from pipeline.errors import PipelineError
 
@@ -263,6 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(func=cmd_report)
     service.add_commands(sub)
+    commands.add_commands(sub, _common)
     return parser
 
 
