@@ -288,3 +288,35 @@ def test_sd_notify_without_a_manager_is_a_quiet_no(tmp_path: Path,
     assert sd_notify("READY=1") is False
     monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "gone"))  # the manager went away
     assert sd_notify("READY=1") is False
+
+
+# --- the daemon under the unit's own command line -------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="NOTIFY_SOCKET is systemd's")
+def test_exec_start_runs_the_daemon_which_says_ready_then_stopping(
+        tmp_path: Path, machine: dict[str, Path]) -> None:
+    """What systemd sees: READY=1 once the daemon serves, STOPPING=1 and exit 0 on SIGTERM."""
+    cfg = config(machine, device="cpu", data=None)
+    argv = svc.exec_start_argv(svc.render_systemd_unit(cfg))
+    notify = tmp_path / "notify"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as manager:
+        manager.bind(str(notify))
+        manager.settimeout(120)
+        env = {**cfg.env, "PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
+               "NOTIFY_SOCKET": str(notify), "XDG_RUNTIME_DIR": str(tmp_path)}
+        daemon = subprocess.Popen([*argv, "--daemon-id", "unit-test"], cwd=cfg.workdir, env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            ready = manager.recv(4096).decode()
+            assert ready.splitlines()[0] == "READY=1"
+            assert (machine["spool"] / "daemons").is_dir()  # it serves the unit's spool
+            daemon.terminate()
+            assert manager.recv(4096) == b"STOPPING=1"
+            out, _ = daemon.communicate(timeout=30)
+        finally:
+            if daemon.poll() is None:
+                daemon.kill()
+                daemon.wait()
+    assert daemon.returncode == 0, out
