@@ -110,6 +110,12 @@ class Daemon:
         self.context = mp.get_context("forkserver")
         self.context.set_forkserver_preload(["ktrdr_daemon.preload"])
         forkserver.ensure_running()  # pay torch's import once, now, not at the first job
+        # ensure_running returns before the server has imported torch (seconds on a busy box);
+        # the first worker would wait for it between its claim and its start, and a claim not
+        # beaten for t_fence is fenced. A no-op process now makes "serving" mean ready.
+        warm = self.context.Process(target=os.getpid, name="ktrdr-forkserver-warm-up")
+        warm.start()
+        warm.join()
         self.watcher = SpoolWatcher(self.spool, self.wake, self.settings.observer)
         self.watcher.start()
         for signum in (signal.SIGTERM, signal.SIGINT):
