@@ -339,7 +339,7 @@ def _spool_keys(doc: dict[str, Any], source: str) -> tuple[int, dict[str, Any]]:
     max_attempts = raw.get("max_attempts", DEFAULT_MAX_ATTEMPTS)
     if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
         errors.append(f"execution.max_attempts: {max_attempts!r} is not allowed; use 1 or more")
-    wait = raw.get("wait_for_gpu", 0)
+    wait = raw.get("wait_for_gpu") or 0
     if isinstance(wait, bool) or not isinstance(wait, int | float) or wait < 0:
         errors.append(f"execution.wait_for_gpu: {wait!r} is not allowed; use seconds >= 0")
     if errors:
@@ -378,7 +378,7 @@ class Incoming:
         self._seen: dict[str, tuple[tuple[int, int, int], float]] = {}
         self._orphans: dict[str, float] = {}
 
-    def _look(self) -> tuple[list[Path], float | None]:
+    def _look(self) -> tuple[list[tuple[float, Path]], float | None]:
         now, ready, soonest, present = time.monotonic(), [], None, set()
         try:
             entries = list(os.scandir(self.spool.incoming))
@@ -402,7 +402,7 @@ class Incoming:
             else:
                 left = self.settle - (now - seen[1])
             if left <= 0:
-                ready.append(Path(entry.path))
+                ready.append((self._seen[entry.name][1], Path(entry.path)))
             else:
                 soonest = left if soonest is None else min(soonest, left)
         for name in set(self._seen) - present:
@@ -410,13 +410,14 @@ class Incoming:
         return ready, soonest
 
     def complete_drops(self, wait: bool = True) -> list[Path]:
-        """Drops ready to accept, oldest name first. With ``wait``, a drop seen for the first
-        time is looked at again after the settle time, so a renamed file is taken in ~0.1 s."""
+        """Drops ready to accept, in the order they arrived. With ``wait``, a drop seen for the
+        first time is looked at again after the settle time, so a renamed file is taken in
+        ~0.1 s; without it the next call (the next rescan or event) takes it."""
         ready, soonest = self._look()
         if wait and soonest is not None:
             time.sleep(soonest)
             ready, _ = self._look()
-        return sorted(ready)
+        return [path for _, path in sorted(ready)]
 
     def recover_unaccepted(self, validate: Validate | None = None) -> list[str]:
         """Finish jobs a crashed daemon moved in but never validated (call it every rescan).

@@ -277,17 +277,16 @@ def test_queue_order_is_priority_then_fifo(spool: Spool) -> None:
 
 
 def test_listing_thousands_of_jobs_is_fast(spool: Spool) -> None:
+    job_yaml = (
+        "id: {id}\nsubmitted_at: '2026-01-01T00:00:00.{i:06d}Z'\npriority: {p}\n"
+        "execution: {{mode: auto, require_gpu: false, max_attempts: 3, wait_for_gpu: 0}}\n"
+        "strategy: rsi_mlp.yaml\nsymbols: [EURUSD]\n"
+    )
     for i in range(3000):
         job_dir = spool.jobs / f"job{i:05d}"
         job_dir.mkdir()
         (job_dir / "submitted.yaml").write_bytes(VALID)
-        job = {
-            "id": job_dir.name,
-            "submitted_at": f"2026-01-01T00:00:{i % 60:02d}.{i:06d}Z",
-            "priority": i % 3,
-            "execution": {"mode": "auto", "max_attempts": 3},
-        }
-        (job_dir / "job.yaml").write_text(yaml.safe_dump(job))
+        (job_dir / "job.yaml").write_text(job_yaml.format(id=job_dir.name, i=i, p=i % 3))
         if i % 2:
             (job_dir / "result.json").write_text('{"state": "completed"}')
     sp._job_cache.clear()
@@ -298,8 +297,10 @@ def test_listing_thousands_of_jobs_is_fast(spool: Spool) -> None:
     queued = queued_jobs_in_order(spool)
     warm = time.monotonic() - started
     assert len(jobs) == 3000 and len(queued) == 1500
+    assert queued[:2] == ["job00002", "job00008"], "priority 2 first, then FIFO"
     assert len(list_jobs(spool, "completed")) == 1500 and list_jobs(spool, "running") == []
-    assert cold < 3.0 and warm < 1.0, (cold, warm)
+    # Generous bounds (the machine may be busy): they catch quadratic work, not milliseconds.
+    assert cold < 6.0 and warm < 3.0, (cold, warm)
 
 
 # --- Racing daemons ----------------------------------------------------------------------------
@@ -411,7 +412,7 @@ def test_a_stopped_owner_expires_and_is_fenced_when_it_wakes(spool: Spool, me) -
     try:
         dead = wait_for(lambda: find_reclaimable(spool, judge), timeout=5)
         waited = time.monotonic() - stopped
-        assert 1.4 <= waited < 2.5, waited
+        assert 1.4 <= waited < 4.0, waited  # never before T_expire; soon after it
         assert "no heartbeat" in dead[0].reason
         assert reclaim(spool, dead[0], me)
         claim = try_claim(spool, job_id, me)
