@@ -1,0 +1,224 @@
+"""The daemon with real processes: real ``ktrdr-daemon run`` daemons, real workers, real signals
+(spool spec sections 2-4 and 6). Helpers live in ``tests/daemon_helpers.py``.
+
+Starting a daemon costs seconds (torch is imported by the daemon and its fork server), so most
+tests share one daemon on one spool, each with its own jobs; those that kill, stop or restart
+daemons start their own.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from daemon_helpers import (
+    DaemonProcess,
+    FakeGpuDaemon,
+    Site,
+    job_yaml,
+    long_job,
+    process_gone,
+)
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    """One CPU daemon with two slots serving one spool for the tests that do not kill it."""
+    site = Site(tmp_path_factory.mktemp("shared"))
+    site.daemon("shared-cpu", slots=2).wait_ready()
+    yield site
+    site.stop_all()
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Iterator[Site]:
+    """A fresh spool for a test that starts its own daemons; they are killed at the end."""
+    s = Site(tmp_path)
+    yield s
+    s.stop_all()
+
+
+# -- 1. a drop trains; the daemon and `train` give the same model ------------------------------
+
+
+def test_dropped_job_trains_and_matches_train_command(shared: Site, tmp_path: Path) -> None:
+    from ktrdr_daemon.cli import main
+
+    text = job_yaml(3)
+    job_id = shared.drop("equivalence.yaml", text)
+    result = shared.wait_result(job_id)
+    assert result["state"] == "completed", shared.explain(job_id)
+    assert result["attempt"] == 1 and result["daemon"] == "shared-cpu"
+    model = Path(result["model_path"])
+    assert model.parent.parent == shared.models and (model / "model.pt").is_file()
+    assert shared.versions(job_id) == [model]
+    assert shared.progress(job_id)["state"] == "completed"
+    assert "12. Done" in shared.log(job_id)
+
+    job_file = tmp_path / "equivalence.yaml"
+    job_file.write_text(text)
+    models = tmp_path / "models"
+    assert main(["train", str(job_file), "--models", str(models),
+                 "--strategies", str(shared.strategies)]) == 0
+    (local,) = sorted(models.glob("*/*_v*"))
+    assert (local / "model.pt").read_bytes() == (model / "model.pt").read_bytes()
+
+
+# -- 4. cancel -----------------------------------------------------------------------------------
+
+
+def test_cancel_right_after_the_claim(shared: Site) -> None:
+    job_id = shared.drop("cancel-early.yaml", long_job())
+    shared.wait_claim(job_id, 1)
+    shared.cancel(job_id)  # the worker is starting or loading data
+    result = shared.wait_result(job_id, timeout=30)
+    assert result["state"] == "cancelled", shared.explain(job_id)
+    worker = shared.daemons[0].worker_pid(job_id, 1)
+    shared.wait("the worker to exit", lambda: process_gone(worker), 10, job_id)
+    assert shared.versions(job_id) == []
+    assert shared.attempt_files(job_id)[-1] != "2.claim"
+
+
+def test_cancel_while_training(shared: Site) -> None:
+    job_id = shared.drop("cancel-training.yaml", long_job())
+    shared.wait_training(job_id)
+    worker = shared.daemons[0].worker_pid(job_id, 1)
+    started = time.monotonic()
+    shared.cancel(job_id)
+    result = shared.wait_result(job_id, timeout=30)
+    assert result["state"] == "cancelled" and result["cancelled_at"], shared.explain(job_id)
+    assert time.monotonic() - started < 10
+    shared.wait("the worker to exit", lambda: process_gone(worker), 10, job_id)
+    assert shared.versions(job_id) == []
+    assert shared.progress(job_id)["state"] == "cancelled"
+    assert "2.claim" not in shared.attempt_files(job_id)
+
+
+def test_cancel_after_completion_changes_nothing(shared: Site) -> None:
+    job_id = shared.drop("cancel-late.yaml", job_yaml(1))
+    assert shared.wait_result(job_id)["state"] == "completed", shared.explain(job_id)
+    before = (shared.job_dir(job_id) / "result.json").read_bytes()
+    shared.cancel(job_id)
+    time.sleep(1.5)  # several rescans
+    assert (shared.job_dir(job_id) / "result.json").read_bytes() == before
+    assert len(shared.versions(job_id)) == 1
+    assert shared.progress(job_id)["state"] == "completed"
+
+
+# -- 6. bad drops ----------------------------------------------------------------------------
+
+BOMB = "".join(f"{b}: &{b} [{', '.join([f'*{a}'] * 9)}]\n"
+               for a, b in zip("abcdefg", "bcdefgh", strict=True))
+BAD_DROPS = {
+    # name: (content, what the error must say besides the file name)
+    "bad-yaml.yaml": ("strategy: [rsi_minimal.yaml\nseed: 7\n", "not valid YAML"),
+    "bad-list.yaml": ("- strategy\n- seed\n", "expected a mapping"),
+    "bad-empty.yaml": ("", "empty"),
+    "bad-binary.yaml": (bytes(range(256)) * 4, "binary"),
+    "bad-huge.yaml": ("strategy: rsi_minimal.yaml\n# " + "x" * (1 << 20) + "\n", "KiB"),
+    "bad-bomb.yaml": ("a: &a [x, x, x, x, x, x, x, x, x]\n" + BOMB, "alias"),
+    "bad-indicator.yaml": ("strategy: rsi_minimal.yaml\n"
+                           "overrides: {indicators: {rsi_14: {type: nosuch}}}\n",
+                           "indicators.rsi_14.type"),
+    "bad-types.yaml": ("strategy: rsi_minimal.yaml\nseed: seven\n", "seed"),
+    "bad-execution.yaml": ("strategy: rsi_minimal.yaml\nexecution: {max_attempts: 0}\n",
+                           "execution.max_attempts"),
+    "bad-escape.yaml": ("strategy: ../../etc/passwd\n", "strategy"),
+    "bad-symlink.yaml": ("strategy: outside.yaml\n", "strategy"),
+    "bad-data.yaml": ("strategy: rsi_minimal.yaml\nsymbols: ['../x']\n", "symbol"),
+}
+
+
+def test_bad_drops_fail_with_a_message_and_a_valid_job_still_trains(shared: Site,
+                                                                    tmp_path: Path) -> None:
+    outside = tmp_path / "outside.yaml"  # a valid strategy, but outside the strategies root
+    outside.write_bytes((shared.strategies / "rsi_minimal.yaml").read_bytes())
+    (shared.strategies / "outside.yaml").symlink_to(outside)
+    for name, (content, _) in BAD_DROPS.items():
+        shared.drop(name, content)
+    good = shared.drop("after-bad-drops.yaml", job_yaml(1))
+    for name, (content, expected) in BAD_DROPS.items():
+        job_id = name.removesuffix(".yaml")
+        result = shared.wait_result(job_id, timeout=60)
+        assert result["state"] == "failed", shared.explain(job_id)
+        message = result["error"]["message"]
+        assert name in message and expected in message, f"{name}: {message}"
+        assert result["error"]["where"] == "validation"
+        assert shared.attempt_files(job_id) == []
+        submitted = shared.job_dir(job_id) / "submitted.yaml"
+        data = content.encode() if isinstance(content, str) else content
+        assert submitted.read_bytes() == data  # the drop is kept, byte for byte
+        assert shared.progress(job_id).get("state") == "failed"
+    for job_id in ("bad-escape", "bad-symlink"):
+        assert "escapes" in shared.result(job_id)["error"]["message"]
+    assert shared.wait_result(good)["state"] == "completed", shared.explain(good)
+
+
+# -- 7. a job that kills its own process ----------------------------------------------------------
+
+
+def test_a_worker_that_always_dies_gives_up_after_max_attempts(shared: Site) -> None:
+    job_id = shared.drop("always-dies.yaml", long_job(max_attempts=2))
+    daemon = shared.daemons[0]
+    for attempt in (1, 2):
+        os.kill(daemon.worker_pid(job_id, attempt), signal.SIGKILL)
+    result = shared.wait_result(job_id, timeout=60)
+    assert result["state"] == "failed", shared.explain(job_id)
+    assert "gave up after 2 attempts" in result["error"]["message"]
+    assert "SIGKILL" in result["error"]["message"]
+    assert shared.attempt_files(job_id) == ["1.beat", "1.claim", "1.end", "2.beat", "2.claim",
+                                            "2.end"]
+    assert shared.versions(job_id) == []
+    after = shared.drop("after-dying.yaml", job_yaml(1))
+    assert shared.wait_result(after)["state"] == "completed", shared.explain(after)
+    assert daemon.returncode() is None
+
+
+# -- 8. which daemon runs which job -------------------------------------------------------------
+
+
+def test_mode_matching_with_and_without_a_gpu_daemon(shared: Site) -> None:
+    required = shared.drop("needs-gpu.yaml", job_yaml(1, require_gpu=True))
+    result = shared.wait_result(required, timeout=30)
+    assert result["state"] == "failed" and "no GPU daemon is alive" in result["error"]["message"]
+    assert shared.attempt_files(required) == []
+
+    with FakeGpuDaemon(shared):
+        auto = shared.drop("auto.yaml", job_yaml(1, mode="auto"))
+        gpu = shared.drop("gpu.yaml", job_yaml(1, mode="gpu"))
+        local = shared.drop("local.yaml", job_yaml(1, mode="local"))
+        assert shared.wait_result(local)["state"] == "completed", shared.explain(local)
+        time.sleep(1.0)  # more rescans with the GPU daemon alive
+        for job_id in (auto, gpu):
+            assert shared.result(job_id) is None, shared.explain(job_id)
+            assert shared.attempt_files(job_id) == [], shared.explain(job_id)
+        assert "running on CPU" not in shared.log(local)
+
+    result = shared.wait_result(auto)  # no GPU daemon any more: the CPU daemon takes it
+    assert result["state"] == "completed", shared.explain(auto)
+    assert "running on CPU: no GPU daemon alive" in shared.log(auto)
+    result = shared.wait_result(gpu, timeout=30)
+    assert result["state"] == "failed" and "no GPU daemon is alive" in result["error"]["message"]
+    assert shared.attempt_files(gpu) == []
+
+
+# -- one daemon per identity ----------------------------------------------------------------
+
+
+def test_a_second_copy_of_a_daemon_id_exits_with_a_message(shared: Site) -> None:
+    first = shared.daemons[0]
+    second = DaemonProcess(shared, first.daemon_id)
+    second.log_path = shared.root / "second-copy.log"
+    second.start()
+    try:
+        assert second.wait_exit(90) != 0
+    finally:
+        second.kill()
+    assert "already running" in second.log_text() and first.daemon_id in second.log_text()
+    assert first.returncode() is None
