@@ -61,7 +61,8 @@ IGNORED_SUFFIXES = (".tmp", ".part", ".swp", "~")
 DROP_SUFFIXES = (".yaml", ".yml")
 MODES = {"auto": "auto", "local": "local", "gpu": "gpu", "host": "gpu"}
 EXECUTION_KEYS = ("mode", "require_gpu", "max_attempts", "wait_for_gpu")
-_SAFE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}")
+# The spec's [A-Za-z0-9_.-]{1,64}, less a leading "." (hidden) or "-" (read as a CLI option).
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 _ATTEMPT_FILE = re.compile(r"(\d{1,9})\.(claim|beat|end)")
 _RETRY_FILE = re.compile(r"retry\.(\d{1,9})\.(\d{1,9})\.json")
 
@@ -79,7 +80,8 @@ def utc_now() -> str:
 
 
 def is_safe_name(name: str) -> bool:
-    """A job or daemon id: ``[A-Za-z0-9_.-]{1,64}``, not hidden; it can never leave its folder."""
+    """A job or daemon id: ``[A-Za-z0-9_.-]{1,64}`` not starting with ``.`` or ``-``; as one
+    path component without ``/`` or a leading dot it can never leave its folder."""
     return bool(_SAFE_NAME.fullmatch(name))
 
 
@@ -444,7 +446,7 @@ def _id_candidates(stem: str) -> Iterator[str]:
     """The stem itself when safe, then the (sanitised) stem with a short random suffix."""
     if is_safe_name(stem):
         yield stem
-    base = re.sub(r"[^A-Za-z0-9_.-]+", "-", stem).lstrip(".-")[:56] or "job"
+    base = re.sub(r"[^A-Za-z0-9_.-]+", "-", stem).lstrip(".-")[:56] or "job"  # 56 + 7 <= 64
     while True:
         yield f"{base}-{secrets.token_hex(3)}"
 

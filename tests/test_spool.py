@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ktrdr_daemon import spool as sp
 from ktrdr_daemon.spool import (
@@ -238,9 +240,18 @@ def test_job_id_rules(spool: Spool) -> None:
     assert any(i.startswith("my-job-1-") for i in others)
     assert any(i.startswith("x" * 56 + "-") for i in others)
     assert all(sp.is_safe_name(i) and len(i) <= 64 for i in ids)
-    for bad in ["..", "../etc", "a/b", ".hidden", "", "x" * 65]:
+    for bad in ["..", "../etc", "a/b", ".hidden", "-rf", "", "x" * 65]:
         with pytest.raises(ValueError):
             spool.job_dir(bad)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(min_size=1, max_size=100))
+def test_any_file_name_gives_a_safe_job_id(stem: str) -> None:
+    candidates = sp._id_candidates(stem)
+    first, second = next(candidates), next(candidates)
+    assert sp.is_safe_name(first) and sp.is_safe_name(second) and first != second
+    assert "/" not in first and first not in (".", "..")
 
 
 def test_submit_predicts_the_job_id(spool: Spool) -> None:
