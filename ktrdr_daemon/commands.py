@@ -252,7 +252,8 @@ def cmd_tail(args: argparse.Namespace) -> int:
     from ktrdr_daemon import tailing
 
     spool = _spool(args)
-    if (problem := _unknown_job(spool, args.job_id)) is not None:
+    problem = _unknown_job(spool, args.job_id)
+    if problem is not None and "still in" not in problem:  # a submitted job is waited for
         _err(problem)
         return EXIT_FAILED
     try:
@@ -266,6 +267,9 @@ def cmd_tail(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("stopped following; the job goes on", file=sys.stderr)
         return 130
+    except LookupError as exc:
+        _err(str(exc))
+        return EXIT_FAILED
     return tailing.EXIT_CODES.get(state, EXIT_FAILED)
 
 

@@ -27,6 +27,7 @@ from ktrdr_daemon import spool as sp
 from ktrdr_daemon.progress import initial_snapshot
 
 POLL_S = 0.15
+VANISH_S = 5.0  # a drop gone from incoming/ with no job folder this long: give up
 SETTLE_S = 1.0  # after result.json, wait this long at most for progress.json to mirror it
 SPARK = "▁▂▃▄▅▆▇█"
 SPARK_WIDTH = 24
@@ -150,7 +151,16 @@ def watch(spool: sp.Spool, job_id: str, *, poll_s: float = POLL_S,
     view = JobView(spool, job_id)
     first = True
     ended_at: float | None = None
+    missing_since: float | None = None
     while stop is None or not stop.is_set():
+        if not view.folder.is_dir():  # submitted, not accepted yet: wait in incoming/
+            dropped = any(os.path.lexists(spool.incoming / f"{job_id}{suffix}")
+                          for suffix in sp.DROP_SUFFIXES)
+            view.snapshot["message"] = "submitted: waiting for a daemon to accept it"
+            missing_since = None if dropped else missing_since or time.monotonic()
+            if missing_since is not None and time.monotonic() - missing_since > VANISH_S:
+                raise LookupError(f"job {job_id!r} is neither in {spool.incoming} nor in "
+                                  f"{spool.jobs} (accepted under another id? see ls)")
         changed, lines = view.poll()
         if changed or lines or first:
             yield view, changed or first, lines
