@@ -13,6 +13,15 @@ daemon that dies anywhere leaves nothing to repair: the next rescan by any daemo
     jobs/<id>/attempts/retry.<n>.<k>.json                            retry: result archived, the
                                                                      attempt budget restarts at n
 
+One rescan of a daemon, all of it safe to run in several daemons at once:
+
+    incoming.complete_drops() -> accept_drop(spool, path, validate)     new jobs
+    incoming.recover_unaccepted(validate)              drops a crashed daemon left half-way
+    find_reclaimable(spool, judge) -> reclaim(...)     attempts whose owner is dead
+    queued_jobs_in_order(spool) -> try_claim(...)      the next job (also ends cancelled ones
+                                                       and those past max_attempts)
+    claim.beat() every HEARTBEAT_S while it runs; write_result(spool, id, state, claim) at the end
+
 Nothing here trusts a clock of another host: liveness is a counter that must keep changing as
 seen on the reader's own monotonic clock. Files from the spool are data: YAML through the safe
 loader only, JSON through ``json``; a job id never forms a path outside ``jobs/``.
