@@ -58,6 +58,15 @@ def choose_observer(spool_root: Path, requested: str) -> str:
     return "polling" if fs in NETWORK_FILESYSTEMS else "inotify"
 
 
+def _native() -> Observer:
+    """The platform's observer. On Linux with full events: a file renamed into ``incoming/``
+    from outside it arrives as a move (no source) rather than a creation, so the rename is known
+    complete at once instead of after :data:`spool.DROP_SETTLE_S` and the next rescan."""
+    if Observer.__name__ == "InotifyObserver":
+        return Observer(generate_full_events=True)
+    return Observer()
+
+
 class _Handler(FileSystemEventHandler):
     def __init__(self, watcher: SpoolWatcher) -> None:
         self.watcher = watcher
@@ -81,7 +90,7 @@ class SpoolWatcher:
         self.observer = self._new_observer()
 
     def _new_observer(self) -> Observer:
-        observer = PollingObserver(timeout=0.5) if self.kind == "polling" else Observer()
+        observer = PollingObserver(timeout=0.5) if self.kind == "polling" else _native()
         handler = _Handler(self)
         observer.schedule(handler, str(self.spool.incoming), recursive=False)
         observer.schedule(handler, str(self.spool.jobs), recursive=False)
