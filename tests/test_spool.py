@@ -293,7 +293,7 @@ def test_listing_thousands_of_jobs_is_fast(spool: Spool) -> None:
         "execution: {{mode: auto, require_gpu: false, max_attempts: 3, wait_for_gpu: 0}}\n"
         "strategy: rsi_mlp.yaml\nsymbols: [EURUSD]\n"
     )
-    for i in range(3000):
+    for i in range(2000):
         job_dir = spool.jobs / f"job{i:05d}"
         job_dir.mkdir()
         (job_dir / "submitted.yaml").write_bytes(VALID)
@@ -307,11 +307,11 @@ def test_listing_thousands_of_jobs_is_fast(spool: Spool) -> None:
     started = time.monotonic()
     queued = queued_jobs_in_order(spool)
     warm = time.monotonic() - started
-    assert len(jobs) == 3000 and len(queued) == 1500
+    assert len(jobs) == 2000 and len(queued) == 1000
     assert queued[:2] == ["job00002", "job00008"], "priority 2 first, then FIFO"
-    assert len(list_jobs(spool, "completed")) == 1500 and list_jobs(spool, "running") == []
+    assert len(list_jobs(spool, "completed")) == 1000 and list_jobs(spool, "running") == []
     # Generous bounds (the machine may be busy): they catch quadratic work, not milliseconds.
-    assert cold < 6.0 and warm < 3.0, (cold, warm)
+    assert cold < 10.0 and warm < 2.0, (cold, warm)
 
 
 # --- Racing daemons ----------------------------------------------------------------------------
