@@ -236,11 +236,14 @@ class Daemon:
 
     def claim_jobs(self) -> None:
         free = self.settings.slots - len(self.running)
-        if free <= 0:
-            return
         for job_id in sp.queued_jobs_in_order(self.spool):
+            # A cancelled queued job ends now, however busy this daemon is and whichever
+            # daemon it waits for: it must not wait for a slot only to be never started.
+            if sp.finish_cancelled(self.spool, job_id):
+                self._mirror_if_ended(job_id)
+                continue
             if free <= 0:
-                break
+                continue
             job = sp.read_job(self.spool, job_id)
             if job is None or job_id in self.running:
                 continue
