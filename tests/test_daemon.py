@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from daemon_helpers import (
+    EXPIRE_S,
     DaemonProcess,
     FakeGpuDaemon,
     Site,
@@ -199,6 +200,12 @@ def test_mode_matching_with_and_without_a_gpu_daemon(shared: Site) -> None:
             assert shared.result(job_id) is None, shared.explain(job_id)
             assert shared.attempt_files(job_id) == [], shared.explain(job_id)
         assert "running on CPU" not in shared.log(local)
+        # Cancelled while queued for a GPU: ended by the CPU daemon, never started.
+        waiting = shared.drop("gpu-cancelled.yaml", job_yaml(1, mode="gpu"))
+        shared.wait_accepted(waiting)
+        shared.cancel(waiting)
+        assert shared.wait_result(waiting, timeout=10)["state"] == "cancelled"
+        assert shared.attempt_files(waiting) == []
 
     result = shared.wait_result(auto)  # no GPU daemon any more: the CPU daemon takes it
     assert result["state"] == "completed", shared.explain(auto)
@@ -222,3 +229,113 @@ def test_a_second_copy_of_a_daemon_id_exits_with_a_message(shared: Site) -> None
         second.kill()
     assert "already running" in second.log_text() and first.daemon_id in second.log_text()
     assert first.returncode() is None
+
+
+# -- 3. a daemon dies or stops while its job trains ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    """Two CPU daemons with one slot each on one spool."""
+    site = Site(tmp_path_factory.mktemp("pair"))
+    daemons = [site.daemon(name) for name in ("pair-a", "pair-b")]
+    for daemon in daemons:
+        daemon.wait_ready()
+    yield site
+    site.stop_all()
+
+
+def _owner_and_other(site: Site, job_id: str, attempt: int = 1) -> tuple:
+    claim = site.wait_claim(job_id, attempt)
+    (owner,) = [d for d in site.daemons if d.daemon_id == claim["daemon"]]
+    (other,) = [d for d in site.daemons if d is not owner]
+    return owner, other
+
+
+def _resumed_from(site: Site, job_id: str) -> list[int]:
+    return [e["resumed_from_epoch"] for e in site.events(job_id)
+            if e.get("type") == "state" and e.get("resumed_from_epoch") is not None]
+
+
+def test_sigkill_of_the_owner_is_reclaimed_at_once_and_resumed(pair: Site) -> None:
+    job_id = pair.drop("owner-killed.yaml", long_job(8))
+    owner, other = _owner_and_other(pair, job_id)
+    pair.wait_training(job_id)
+    worker = owner.worker_pid(job_id, 1)
+    owner.send(signal.SIGKILL)
+    claim = pair.wait_claim(job_id, 2, timeout=EXPIRE_S + 30)
+    assert claim["daemon"] == other.daemon_id
+    end = pair.attempt_end(job_id, 1)
+    assert end["counts"] and "is gone" in end["reason"], end  # provably dead, not expired
+    pair.wait("the orphaned worker to exit", lambda: process_gone(worker), 10, job_id)
+    owner.restart()  # the same id comes back (its instance lock died with it)
+    result = pair.wait_result(job_id)
+    assert result["state"] == "completed" and result["attempt"] == 2, pair.explain(job_id)
+    assert result["daemon"] == other.daemon_id
+    assert min(_resumed_from(pair, job_id)) >= 1
+    assert pair.versions(job_id) == [Path(result["model_path"])]
+    owner.wait_ready()
+
+
+def test_sigstop_of_the_owner_is_reclaimed_after_expiry_and_publishes_nothing(
+        pair: Site) -> None:
+    job_id = pair.drop("owner-stopped.yaml", long_job(8))
+    owner, other = _owner_and_other(pair, job_id)
+    pair.wait_training(job_id)
+    worker = owner.worker_pid(job_id, 1)
+    owner.send(signal.SIGSTOP)
+    stopped = time.monotonic()
+    try:
+        claim = pair.wait_claim(job_id, 2, timeout=EXPIRE_S + 30)
+        waited = time.monotonic() - stopped
+        # The other daemon saw the counter change at most one heartbeat before the stop.
+        assert waited >= EXPIRE_S - 0.5, f"reclaimed after {waited:.2f} s"
+        assert claim["daemon"] == other.daemon_id
+        assert "no heartbeat" in pair.attempt_end(job_id, 1)["reason"]
+        # Its ticks stopped, so the stopped daemon's worker fenced itself before the reclaim.
+        pair.wait("the fenced worker to exit", lambda: process_gone(worker), 5, job_id)
+    finally:
+        owner.send(signal.SIGCONT)
+    result = pair.wait_result(job_id)
+    assert result["state"] == "completed" and result["attempt"] == 2, pair.explain(job_id)
+    assert result["daemon"] == other.daemon_id
+    assert min(_resumed_from(pair, job_id)) >= 1
+    time.sleep(1.0)  # the woken owner had time to do whatever it would do
+    assert pair.versions(job_id) == [Path(result["model_path"])]
+    assert owner.returncode() is None
+    assert pair.result(job_id) == result
+
+
+# -- 5. SIGTERM hands the attempt back; cancel while queued with no daemon running ------------
+
+
+def test_sigterm_hands_back_and_a_restart_resumes(site: Site) -> None:
+    daemon = site.daemon("term").wait_ready()
+    job_id = site.drop("handed-back.yaml", long_job(8, max_attempts=1))
+    site.wait_training(job_id)
+    queued = site.drop("queued-then-cancelled.yaml", job_yaml(1))
+    site.wait_accepted(queued)  # queued behind the running job: one slot
+    worker = daemon.worker_pid(job_id, 1)
+    daemon.send(signal.SIGTERM)
+    started = time.monotonic()
+    assert daemon.wait_exit(10) == 0
+    assert time.monotonic() - started < 10
+    end = site.attempt_end(job_id, 1)
+    assert end is not None and end["counts"] is False, site.explain(job_id)
+    assert process_gone(worker)
+    assert site.result(job_id) is None and site.versions(job_id) == []
+    assert not (site.spool / "daemons" / "term.json").exists()
+
+    site.cancel(queued)  # no daemon is running now
+    daemon.restart().wait_ready()
+    result = site.wait_result(queued, timeout=30)
+    assert result["state"] == "cancelled", site.explain(queued)
+    assert site.attempt_files(queued) == []  # never started
+    # ... and ended at once, not when the slot it waited for came free.
+    assert site.result(job_id) is None, site.explain(job_id)
+
+    result = site.wait_result(job_id)
+    # max_attempts is 1: attempt 2 runs only because a hand-back does not count.
+    assert result["state"] == "completed" and result["attempt"] == 2, site.explain(job_id)
+    assert min(_resumed_from(site, job_id)) >= 1
+    assert site.versions(job_id) == [Path(result["model_path"])]
