@@ -440,7 +440,7 @@ class Incoming:
         done, orphans = [], set()
         now = time.monotonic()
         for entry in _job_entries(self.spool):
-            names = _names(entry.path)
+            names, _ = _job_listing(entry)
             if SUBMITTED not in names or JOB in names or RESULT in names:
                 continue
             orphans.add(entry.name)
@@ -598,6 +598,44 @@ def _names(folder: str | Path) -> set[str]:
         return set()
 
 
+# A job folder's names (and the JobInfo they determine), cached by the folder's inode and mtime:
+# a rescan over thousands of finished jobs costs one lstat per job, not a directory read. Every
+# change that matters adds or removes a name in the folder (job.yaml, result.json, cancel,
+# attempts/), which changes its mtime. As git does for racy index entries, a listing is kept
+# only when the folder was LISTING_SETTLED_S old by our clock (a second change within the same
+# timestamp tick would otherwise go unseen), and trusted at most LISTING_MAX_AGE_S (a file
+# server's clock may lag ours).
+LISTING_SETTLED_S = 1.0
+LISTING_MAX_AGE_S = 30.0
+_listing_cache: dict[str, tuple[tuple[int, int], float, frozenset[str], JobInfo | None]] = {}
+
+
+def _job_listing(entry: os.DirEntry[str]) -> tuple[frozenset[str], JobInfo | None]:
+    """(names, cached JobInfo or None) of a job folder from :func:`_job_entries`."""
+    try:
+        st = entry.stat(follow_symlinks=False)
+    except FileNotFoundError:
+        return frozenset(), None
+    key, now = (st.st_ino, st.st_mtime_ns), time.monotonic()
+    cached = _listing_cache.get(entry.path)
+    if cached and cached[0] == key and now - cached[1] < LISTING_MAX_AGE_S:
+        return cached[2], cached[3]
+    names = frozenset(_names(entry.path))  # listed after the stat: never older than its key
+    if time.time() - st.st_mtime >= LISTING_SETTLED_S:
+        _listing_cache[entry.path] = (key, now, names, None)
+    else:
+        _listing_cache.pop(entry.path, None)
+    return names, None
+
+
+def _remember_info(entry: os.DirEntry[str], names: frozenset[str], info: JobInfo) -> None:
+    """Keep ``info`` with the listing when names alone fix it: a finished job (its result is
+    written once) or one never claimed (no attempts/, whose files change without the folder)."""
+    cached = _listing_cache.get(entry.path)
+    if cached and cached[2] is names and (RESULT in names or "attempts" not in names):
+        _listing_cache[entry.path] = (*cached[:3], info)
+
+
 @dataclass
 class _Attempts:
     """What ``attempts/`` holds, from names alone (no reads): claims, ends, retry boundary."""
@@ -718,16 +756,22 @@ def list_jobs(spool: Spool, state: State | None = None) -> list[JobInfo]:
     Terminal and live jobs are told apart by names first, so asking for the queue reads
     nothing of the thousands of finished jobs (10,000 jobs: well under a second).
     """
-    infos = []
+    infos, seen = [], set()
     for entry in _job_entries(spool):
-        names = _names(entry.path)
+        seen.add(entry.path)
+        names, info = _job_listing(entry)
         if SUBMITTED not in names and RESULT not in names:
             continue
         if state is not None and (RESULT in names) != (state in TERMINAL):
             continue
-        info = _job_info(spool, entry.name, Path(entry.path), names)
+        if info is None:
+            info = _job_info(spool, entry.name, Path(entry.path), set(names))
+            _remember_info(entry, names, info)
         if state is None or info.state == state:
             infos.append(info)
+    if len(_listing_cache) > len(seen) + 1000:  # forget folders that were cleaned
+        for path in [p for p in _listing_cache if p not in seen]:
+            del _listing_cache[path]
     return infos
 
 
@@ -1073,8 +1117,9 @@ def find_reclaimable(spool: Spool, judge: LivenessJudge) -> list[Reclaimable]:
     """Scan running jobs; each call feeds the judge's memory, so call it every rescan."""
     dead, watched = [], set()
     for entry in _job_entries(spool):
+        names, _ = _job_listing(entry)
         attempts_dir = Path(entry.path, "attempts")
-        if os.path.lexists(Path(entry.path, RESULT)) or not os.path.isdir(attempts_dir):
+        if RESULT in names or "attempts" not in names or not os.path.isdir(attempts_dir):
             continue
         n = _Attempts.scan(attempts_dir).open_attempt
         if n is None:
