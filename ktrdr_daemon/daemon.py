@@ -323,8 +323,10 @@ class Daemon:
             for job_id, run in running.items():
                 if run.claim.beat():
                     _send(run.lifeline, "tick")
-                elif sp.read_result(self.spool, job_id) is None and run.process.is_alive():
-                    # Fenced: the worker stops on its own once ticks stop; make it sure.
+                elif (not self.stopping and sp.read_result(self.spool, job_id) is None
+                      and run.process.is_alive()):
+                    # Fenced: the worker stops on its own once ticks stop; make it sure. Not
+                    # while stopping: a handing-back worker ends its own attempt, then exits.
                     log.warning("%s: lost the claim of attempt %d; stopping the worker",
                                 job_id, run.claim.attempt)
                     run.process.kill()
