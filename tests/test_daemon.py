@@ -325,6 +325,8 @@ def test_sigterm_hands_back_and_a_restart_resumes(site: Site) -> None:
     assert process_gone(worker)
     assert site.result(job_id) is None and site.versions(job_id) == []
     assert not (site.spool / "daemons" / "term.json").exists()
+    assert "lost the claim" not in daemon.log_text()  # a hand-back is not a fence
+    assert "attempt 1 failed" not in site.log(job_id)
 
     site.cancel(queued)  # no daemon is running now
     daemon.restart().wait_ready()
