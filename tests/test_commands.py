@@ -36,6 +36,13 @@ def cli_bg(*args: str, spool: Path) -> subprocess.Popen[str]:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
+def cli_many(*commands: tuple[str, ...], spool: Path) -> list[tuple[int, str, str]]:
+    """Several commands at once (each CLI start costs a second or more): (rc, stdout, stderr)."""
+    procs = [cli_bg(*args, spool=spool) for args in commands]
+    outputs = [p.communicate(timeout=120) for p in procs]
+    return [(p.returncode, out, err) for p, (out, err) in zip(procs, outputs, strict=True)]
+
+
 def accept_synthetic(spool: sp.Spool, job_id: str, body: bytes = b"strategy: x.yaml\n") -> None:
     """An accepted job folder through the spool API, without validation (never trained)."""
     drop = spool.incoming / f"{job_id}.yaml"
@@ -126,36 +133,36 @@ def test_tail_exit_status_completed_and_failed(served) -> None:
 
 
 def test_ls_and_show(served) -> None:
-    spool = served["spool"]
-    rows = {r["id"]: r for r in json.loads(cli("ls", "--json", spool=spool).stdout)}
+    (_, ls_json, _), (_, failed, _), (_, table, _), (_, shown, _), (_, text, _) = cli_many(
+        ("ls", "--json"), ("ls", "--state", "failed", "--json"), ("ls",),
+        ("show", "done", "--json"), ("show", "bad"), spool=served["spool"])
+    rows = {r["id"]: r for r in json.loads(ls_json)}
     assert {k: r["state"] for k, r in rows.items()} == {
         "slow": "completed", "done": "completed", "bad": "failed", "victim": "cancelled"}
     assert rows["done"]["percent"] == 100.0 and rows["done"]["device"] == "cpu"
     assert rows["done"]["attempt"] == 1 and rows["done"]["age_seconds"] >= 0
     assert "NOPE" in rows["bad"]["error"]
-    failed = json.loads(cli("ls", "--state", "failed", "--json", spool=spool).stdout)
-    assert [r["id"] for r in failed] == ["bad"]
-    table = cli("ls", spool=spool).stdout.splitlines()
+    assert [r["id"] for r in json.loads(failed)] == ["bad"]
+    table = table.splitlines()
     assert table[0].split()[:6] == ["ID", "STATE", "PROGRESS", "DEVICE", "ATTEMPT", "AGE"]
     assert any(line.split()[:3] == ["done", "completed", "100.0%"] for line in table)
 
-    shown = json.loads(cli("show", "done", "--json", spool=spool).stdout)
+    shown = json.loads(shown)
     assert shown["state"] == "completed" and shown["job"]["seed"] == 7
     assert shown["job"]["strategy_name"] == "rsi_minimal"
     assert shown["progress"]["epochs"] == 2
     assert Path(shown["result"]["model_path"]).is_dir()
     assert shown["log_tail"][-1] == "[completed]" and len(shown["log_tail"]) == 20
-    text = cli("show", "bad", spool=spool).stdout
     assert "job bad: failed" in text and "spec (job.yaml)" in text and "NOPE" in text
 
 
 def test_unknown_ids_are_refused_with_similar_ones(served) -> None:
-    for command in ("tail", "show", "cancel", "retry"):
-        result = cli(command, "dnoe", spool=served["spool"])
-        assert result.returncode == 1
-        assert "no job 'dnoe'" in result.stderr and "similar: done" in result.stderr
-    result = cli("show", "../etc", spool=served["spool"])
-    assert result.returncode == 1 and "not a job id" in result.stderr
+    commands = [(c, "dnoe") for c in ("tail", "show", "cancel", "retry")]
+    *unknown, (rc, _, err) = cli_many(*commands, ("show", "../etc"), spool=served["spool"])
+    for rc_unknown, _, err_unknown in unknown:
+        assert rc_unknown == 1
+        assert "no job 'dnoe'" in err_unknown and "similar: done" in err_unknown
+    assert rc == 1 and "not a job id" in err
 
 
 def test_retry_requeues_a_failed_job_as_a_new_attempt(served) -> None:
@@ -211,7 +218,8 @@ def test_clean_removes_only_old_finished_jobs(tmp_path: Path) -> None:
     assert bad.returncode == 2 and "not a duration" in bad.stderr
 
 
-def test_ls_reads_synthetic_queued_jobs(tmp_path: Path) -> None:
+def test_ls_reads_synthetic_queued_jobs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sp, "FSYNC", False)  # only this process's setup; the CLI reads
     spool = sp.Spool(tmp_path / "spool")
     spool.ensure_layout()
     for i in range(200):
@@ -229,20 +237,21 @@ def test_ls_reads_synthetic_queued_jobs(tmp_path: Path) -> None:
 
 def test_doctor_reports_watcher_device_and_folders(tmp_path: Path) -> None:
     spool, models = tmp_path / "spool", tmp_path / "models"
-    result = subprocess.run(
-        [*CLI, "doctor", "--json", "--fix", "--spool", str(spool), "--models", str(models),
-         "--device", "cpu"], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stdout + result.stderr
-    checks = {c["name"]: c for c in json.loads(result.stdout)}
+    good, bad = (subprocess.Popen([*CLI, "doctor", *args, "--spool", str(spool), "--models",
+                                   str(models)], cwd=ROOT, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
+                 for args in (("--json", "--fix", "--device", "cpu"), ("--device", "nope")))
+    out, err = good.communicate(timeout=120)
+    assert good.returncode == 0, out + err
+    checks = {c["name"]: c for c in json.loads(out)}
     assert {"spool", "models", "watcher", "device", "torch", "daemons", "disk"} <= set(checks)
     assert checks["spool"]["status"] == "ok" and "(created)" in checks["spool"]["detail"]
     assert (spool / "incoming").is_dir() and models.is_dir()
     assert checks["watcher"]["detail"].startswith("inotify")
     assert checks["device"]["detail"].startswith("cpu")
     assert checks["daemons"]["status"] == "warn"  # nobody serves this fresh spool
-    bad = subprocess.run([*CLI, "doctor", "--spool", str(spool), "--device", "nope"], cwd=ROOT,
-                         capture_output=True, text=True, timeout=120)
-    assert bad.returncode == 1 and "fail  device" in bad.stdout
+    out, _ = bad.communicate(timeout=120)
+    assert bad.returncode == 1 and "fail  device" in out
 
 
 def test_small_helpers() -> None:
