@@ -244,7 +244,7 @@ class Daemon:
                 continue
             if free <= 0:
                 continue
-            job = sp.read_job(self.spool, job_id)
+            job = sp.read_job_header(self.spool, job_id)  # execution is all _match reads
             if job is None or job_id in self.running:
                 continue
             note = self._match(job_id, job)
@@ -352,7 +352,7 @@ class Daemon:
         if self.running or self.incoming.complete_drops(wait=True):
             return False
         for job_id in sp.queued_jobs_in_order(self.spool):
-            job = sp.read_job(self.spool, job_id)
+            job = sp.read_job_header(self.spool, job_id)
             if job is not None and self._match(job_id, job) is not False:
                 return False
         return True
