@@ -30,7 +30,7 @@ POLL_S = 0.15
 VANISH_S = 5.0  # a drop gone from incoming/ with no job folder this long: give up
 SETTLE_S = 1.0  # after result.json, wait this long at most for progress.json to mirror it
 SPARK = "▁▂▃▄▅▆▇█"
-SPARK_WIDTH = 24
+SPARK_WIDTH = 16
 EXIT_CODES = {"completed": 0, "failed": 1, "cancelled": 2}
 
 
@@ -185,7 +185,7 @@ def _seconds(value: Any) -> str:
         f"{value // 60}:{value % 60:02d}")
 
 
-def _bar(percent: float, width: int = 24) -> Text:
+def _bar(percent: float, width: int = 20) -> Text:
     filled = round(max(0.0, min(percent, 100.0)) / 100 * width)
     return Text.assemble(("━" * filled, "green"), ("━" * (width - filled), "grey37"))
 
@@ -246,7 +246,9 @@ def follow(spool: sp.Spool, job_id: str, console: Console | None = None, *,
             for line in lines if show_log else []:
                 console.print(line, markup=False, highlight=False, soft_wrap=True)
             if live is not None:
-                live.update(status_line(view))
+                line = status_line(view)
+                line.no_wrap, line.overflow = True, "ellipsis"  # one line, however narrow
+                live.update(line)
             if view.result is not None:
                 state = view.state
     finally:
@@ -256,6 +258,16 @@ def follow(spool: sp.Spool, job_id: str, console: Console | None = None, *,
         console.print(status_line(view), soft_wrap=True)
         console.print(_summary(view), soft_wrap=True)
     return state
+
+
+def start_follow(spool: sp.Spool, job_id: str, console: Console | None = None,
+                 **options: Any) -> threading.Event:
+    """:func:`follow` in a daemon thread (for ``run`` on a terminal); set the returned event
+    to stop drawing (the job itself is not affected)."""
+    stop = threading.Event()
+    threading.Thread(target=follow, args=(spool, job_id, console), name=f"follow:{job_id}",
+                     kwargs={"stop": stop, **options}, daemon=True).start()
+    return stop
 
 
 def _summary(view: JobView) -> Text:
