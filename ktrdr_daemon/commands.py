@@ -129,7 +129,33 @@ def job_rows(spool: sp.Spool, state: str | None = None) -> list[dict[str, Any]]:
             "age_seconds": None if submitted is None else round(now - submitted, 1),
             "cancel_requested": info.cancel_requested, "error": info.error,
         })
+    if state in (None, "queued"):
+        rows += _incoming_rows(spool, now)
     rows.sort(key=lambda r: (r["submitted_at"] or "", r["id"]))
+    return rows
+
+
+def _incoming_rows(spool: sp.Spool, now: float) -> list[dict[str, Any]]:
+    """Drops no daemon has accepted yet: queued too, so `submit` then `ls` shows the job."""
+    rows = []
+    try:
+        entries = list(os.scandir(spool.incoming))
+    except FileNotFoundError:
+        return rows
+    for entry in entries:
+        if sp.is_ignored_name(entry.name) or not entry.name.endswith(sp.DROP_SUFFIXES):
+            continue
+        try:
+            mtime = entry.stat(follow_symlinks=False).st_mtime
+        except FileNotFoundError:
+            continue  # accepted since the listing
+        rows.append({
+            "id": entry.name.rsplit(".", 1)[0], "state": "queued", "accepted": False,
+            "percent": 0.0, "epoch": None, "epochs": None, "device": None, "attempt": 0,
+            "daemon": None, "submitted_at": datetime.fromtimestamp(mtime, UTC).isoformat()
+            .replace("+00:00", "Z"), "age_seconds": round(now - mtime, 1),
+            "cancel_requested": False, "error": None,
+        })
     return rows
 
 
@@ -147,7 +173,9 @@ def cmd_ls(args: argparse.Namespace) -> int:
              f"{'ATTEMPT':>7}  {'AGE':>5}  NOTE"]
     for r in rows:
         note = ""
-        if r["state"] == "running" and r["epoch"] is not None:
+        if not r["accepted"] and r["state"] == "queued":
+            note = "in incoming/: waiting for a daemon to accept it"
+        elif r["state"] == "running" and r["epoch"] is not None:
             note = f"epoch {r['epoch']}/{r['epochs']} on {r['daemon']}"
         elif r["state"] == "running":
             note = f"on {r['daemon']}"

@@ -71,6 +71,10 @@ def served(tmp_path_factory: pytest.TempPathFactory):
                  spool=spool_root)
     assert submit.returncode == 0, submit.stderr
     assert submit.stdout.split() == ["slow", "done", "bad"]
+    submitted = json.loads(cli("ls", "--json", spool=spool_root).stdout)  # before any daemon
+    assert {(r["id"], r["state"], r["accepted"]) for r in submitted} == {
+        ("victim", "cancelled", True), ("slow", "queued", False), ("done", "queued", False),
+        ("bad", "queued", False)}
     daemon_id = f"test-commands-{os.getpid()}"
     log = open(base / "daemon.log", "w")  # noqa: SIM115
     daemon = subprocess.Popen(
