@@ -8,7 +8,9 @@ daemons start their own.
 
 from __future__ import annotations
 
+import json
 import os
+import random
 import signal
 import time
 from collections.abc import Iterator
@@ -341,3 +343,56 @@ def test_sigterm_hands_back_and_a_restart_resumes(site: Site) -> None:
     assert result["state"] == "completed" and result["attempt"] == 2, site.explain(job_id)
     assert min(_resumed_from(site, job_id)) >= 1
     assert site.versions(job_id) == [Path(result["model_path"])]
+
+
+# -- 2. daemons racing over many jobs -----------------------------------------------------------
+
+# Fails in its worker at step 1 (a two-day range has fewer bars than history_required): a whole
+# claim -> worker -> result cycle in a fraction of a second, where a real train takes seconds.
+QUICK_JOB = 'strategy: rsi_minimal.yaml\nstart: "2018-01-29"\nend: "2018-01-31"\n'
+
+
+@pytest.mark.parametrize(("extra", "quick", "real"), [(0, 100, 4), (2, 120, 6)])
+def test_racing_daemons_end_every_job_exactly_once(pair: Site, extra: int, quick: int,
+                                                   real: int) -> None:
+    """The two daemons of ``pair`` (one slot each), then those and two more (two slots each),
+    over jobs dropped in a burst while they run. Every job ends once, on its first attempt."""
+    site, prefix = pair, f"race{extra}"
+    names = [f"{prefix}-quick-{i:03d}" for i in range(quick)]
+    names += [f"{prefix}-real-{i:02d}" for i in range(real)]
+    random.Random(extra).shuffle(names)
+    racing = [d for d in site.daemons if d.returncode() is None]
+    started = [site.daemon(f"{prefix}-{k}", slots=2) for k in range(extra)]
+    for name in names[: len(names) // 2]:  # dropped while the extra daemons start
+        site.drop(f"{name}.yaml", QUICK_JOB if "-quick-" in name else job_yaml(1))
+    for daemon in started:
+        daemon.wait_ready()
+    racing += started
+    assert len(racing) == 2 + extra, site.explain()
+    for name in names[len(names) // 2 :]:
+        site.drop(f"{name}.yaml", QUICK_JOB if "-quick-" in name else job_yaml(1))
+    deadline = time.monotonic() + 150
+    for name in names:
+        site.wait_result(name, timeout=max(1.0, deadline - time.monotonic()))
+
+    mine = sorted(n for n in os.listdir(site.spool / "jobs") if n.startswith(prefix))
+    assert mine == sorted(names)  # none lost, none accepted twice
+    assert os.listdir(site.spool / "incoming") == []
+    claimers = set()
+    for name in names:
+        result = site.result(name)
+        files = site.attempt_files(name)
+        assert files == ["1.beat", "1.claim"], f"{name}: {files}\n{site.explain(name)}"
+        claim = json.loads((site.job_dir(name) / "attempts" / "1.claim").read_text())
+        assert result["attempt"] == 1 and result["daemon"] == claim["daemon"]
+        claimers.add(claim["daemon"])
+        if "-quick-" in name:
+            assert result["state"] == "failed", site.explain(name)
+            assert "history_required" in result["error"]["message"]
+        else:
+            assert result["state"] == "completed", site.explain(name)
+            assert len(site.versions(name)) == 1
+    assert len(claimers) >= 2, claimers
+    for daemon in racing:
+        log = daemon.log_text(whole=True)
+        assert "attempt 1 failed" not in log, log
