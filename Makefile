@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # On a CPU machine this takes the 2.13.0 CPU wheel. Mac (MPS) or CUDA users: install your own
 # torch into $(VENV) first (or pass TORCH="torch==X --index-url ..."); an existing torch is kept.
 TORCH ?= torch==2.13.0
-STRATEGY ?= config/strategies/multi_indicator.yaml
+JOB ?= config/jobs/demo.yaml
 
 .PHONY: venv demo test lint bench clean
 
@@ -17,8 +17,11 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --disable-pip-version-check -q -e ".[test]"
 	touch $@
 
+# A daemon on the bundled data: drop the sample job, draw it training live, exit when done.
 demo: venv
-	$(BIN)/ktrdr-daemon train $(STRATEGY)
+	$(BIN)/ktrdr-daemon submit $(JOB)
+	$(BIN)/ktrdr-daemon run --once --daemon-id demo
+	$(BIN)/ktrdr-daemon models
 
 test: venv
 	$(BIN)/ruff check .

@@ -153,15 +153,43 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """The daemon in the foreground (what launchd and systemd run)."""
-    import logging
+    """The daemon in the foreground (what launchd and systemd run).
 
+    On a terminal (or with ``--show``) every job it starts is drawn live, as ``tail`` does.
+    """
+    import logging
+    import threading
+
+    from ktrdr_daemon import spool as sp
     from ktrdr_daemon.daemon import Daemon
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
-                        datefmt="%Y-%m-%dT%H:%M:%S")
     settings = _settings(args)
-    return Daemon(settings, once=args.once).serve()
+    show = sys.stdout.isatty() if args.show is None else args.show
+    followers: list[threading.Thread] = []
+    on_job_start = None
+    if show:
+        from rich.console import Console
+        from rich.logging import RichHandler
+
+        from ktrdr_daemon.tailing import follow
+
+        console = Console(highlight=False)
+        logging.basicConfig(level=logging.INFO, format="%(message)s",
+                            handlers=[RichHandler(console=console, show_path=False)])
+        spool = sp.Spool(settings.spool)
+
+        def on_job_start(job_id: str) -> None:
+            thread = threading.Thread(target=follow, args=(spool, job_id, console),
+                                      daemon=True, name=f"follow:{job_id}")
+            thread.start()
+            followers.append(thread)
+    else:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
+                            datefmt="%Y-%m-%dT%H:%M:%S")
+    status = Daemon(settings, once=args.once, on_job_start=on_job_start).serve()
+    for thread in followers:  # let the live views print their final lines
+        thread.join(timeout=2)
+    return status
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
@@ -224,6 +252,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--observer", choices=("auto", "inotify", "polling"),
                    help="filesystem events: polling for NFS/SMB (default auto)")
     p.add_argument("--once", action="store_true", help="drain the queue, then exit")
+    p.add_argument("--show", action=argparse.BooleanOptionalAction, default=None,
+                   help="draw running jobs live (default: when stdout is a terminal)")
     _common(p)
     p.set_defaults(func=cmd_run)
 

@@ -17,9 +17,10 @@ import signal
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing import forkserver
-from multiprocessing.connection import Connection
+from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
@@ -57,8 +58,9 @@ class AlreadyRunning(SystemExit):
 class Daemon:
     """One daemon identity serving one spool; see the module docstring for the loop."""
 
-    def __init__(self, settings: Settings, *, once: bool = False) -> None:
-        self.settings, self.once = settings, once
+    def __init__(self, settings: Settings, *, once: bool = False,
+                 on_job_start: Callable[[str], None] | None = None) -> None:
+        self.settings, self.once, self.on_job_start = settings, once, on_job_start
         self.spool = sp.Spool(settings.spool)
         self.daemon_id = settings.daemon_id or default_daemon_id(settings.device)
         self.running: dict[str, Running] = {}
@@ -104,12 +106,13 @@ class Daemon:
         self.me = sp.DaemonIdentity.current(self.daemon_id)
         self.judge = sp.LivenessJudge(self.me, self.settings.expire_seconds)
         self.incoming = sp.Incoming(self.spool)
+        # The fork server imports torch while we prove the device: both start-up costs overlap.
+        self.context = mp.get_context("forkserver")
+        self.context.set_forkserver_preload(["ktrdr_daemon.preload"])
+        forkserver.ensure_running()
         device = select_device(self.settings.device)  # a real allocation proves a GPU
         self.device = describe_device(device)
         self.is_gpu = self.device["device"] != "cpu"
-        self.context = mp.get_context("forkserver")
-        self.context.set_forkserver_preload(["ktrdr_daemon.preload"])
-        forkserver.ensure_running()  # pay torch's import once, now, not at the first job
         # ensure_running returns before the server has imported torch (seconds on a busy box);
         # the first worker would wait for it between its claim and its start, and a claim not
         # beaten for t_fence is fenced. A no-op process now makes "serving" mean ready.
@@ -305,6 +308,17 @@ class Daemon:
             self.running[job_id] = Running(claim, process, writer)
         self.watcher.watch_job(job_id)
         log.info("%s: attempt %d started (pid %s)", job_id, claim.attempt, process.pid)
+        if self.on_job_start is not None:
+            self.on_job_start(job_id)
+        # A worker's exit makes no file event: wake the loop so its slot is reaped and refilled
+        # now, not at the next rescan (a queue of short jobs idled ~rescan_seconds between jobs).
+        threading.Thread(target=self._wake_on_exit, args=(process.sentinel,),
+                         name=f"exit:{job_id}", daemon=True).start()
+
+    def _wake_on_exit(self, sentinel: int) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            wait([sentinel])
+        self.wake.set()
 
     def _forget(self, job_id: str) -> None:
         with self.lock:

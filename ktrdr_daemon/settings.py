@@ -12,8 +12,6 @@ from typing import Any
 
 import yaml
 
-from pipeline.market_data import default_data_root
-
 CONFIG_FILE = Path("config/daemon.yaml")
 
 
@@ -39,7 +37,11 @@ class Settings:
 
     @property
     def data_root(self) -> Path:
-        return self.data if self.data is not None else default_data_root()
+        if self.data is not None:
+            return self.data
+        from pipeline.market_data import default_data_root  # pandas: only when needed
+
+        return default_data_root()
 
 
 _PATHS = {"spool", "models", "data", "strategies"}

@@ -257,11 +257,13 @@ def warm_up() -> None:
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     model(torch.zeros(1, 2)).sum().backward()
     optimizer.step()
-    try:
-        import matplotlib
+    try:  # the report: Agg canvas, fonts and the first draw are slow once per process
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot  # noqa: F401
+        figure = Figure(figsize=(1, 1))
+        figure.add_subplot().set_title("warm-up")
+        FigureCanvasAgg(figure).draw()
     except ImportError:  # the report is optional at run time
         pass
 
