@@ -35,6 +35,14 @@ class Settings:
     observer: str = "auto"  # auto | inotify | polling
     strict: bool = False
 
+    def __post_init__(self) -> None:
+        # Absolute, so result.json's model_path and the worker's paths do not depend on the
+        # cwd of whoever reads them (symlinks are kept: confinement resolves them itself).
+        for name in _PATHS:
+            value = getattr(self, name)
+            if value is not None:
+                setattr(self, name, Path(os.path.expanduser(str(value))).absolute())
+
     @property
     def data_root(self) -> Path:
         if self.data is not None:

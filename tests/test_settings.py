@@ -74,7 +74,8 @@ def test_the_shipped_config_lists_every_setting_with_its_default() -> None:
     defaults = Settings()
     for name, value in raw.items():
         default = getattr(defaults, name)
-        assert (value if not isinstance(default, Path) else Path(value)) == default, name
+        expected = value if not isinstance(default, Path) else Path(value).absolute()
+        assert expected == default, name
 
 
 def test_the_shipped_config_loads_and_changes_nothing() -> None:
