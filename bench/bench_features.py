@@ -9,11 +9,11 @@ from __future__ import annotations
 import platform
 import statistics
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from bench.docs import write_section
 from pipeline.fuzzy import compute_fuzzy
 from pipeline.indicators import compute_indicators
 
@@ -21,7 +21,6 @@ N_BARS = 1_000_000
 GOAL_S = 0.5
 RUNS = 5
 HEADING = "## Indicators and fuzzy features (1,000,000 bars)"
-DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 
 INDICATORS = {
     "rsi_14": {"type": "rsi", "period": 14},
@@ -83,21 +82,6 @@ def measure(bars: pd.DataFrame) -> list[float]:
     return times
 
 
-def write_section(table: str) -> None:
-    """Replace this benchmark's section (up to the next ``## ``) or append it."""
-    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
-    lines = text.splitlines()
-    if HEADING in lines:
-        start = lines.index(HEADING)
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")),
-                   len(lines))
-        lines[start:end] = table.rstrip("\n").splitlines() + [""]
-    else:
-        lines += ["", *table.rstrip("\n").splitlines()]
-    DOC.parent.mkdir(parents=True, exist_ok=True)
-    DOC.write_text("\n".join(lines).rstrip("\n") + "\n")
-
-
 def main() -> None:
     bars = synthetic_bars()
     cold, *times = measure(bars)
@@ -122,7 +106,7 @@ def main() -> None:
         "",
     ])
     print(table)
-    write_section(table)
+    write_section(HEADING, table)
 
 
 if __name__ == "__main__":

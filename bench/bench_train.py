@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from bench.docs import DOC, write_section
 from pipeline import run as run_module
 from pipeline.events import STEPS
 from pipeline.job import load_job
@@ -30,7 +31,6 @@ REPO = Path(__file__).resolve().parent.parent
 STRATEGY = REPO / "config" / "strategies" / "multi_indicator.yaml"
 REPEATS = 3
 HEADING = "## Whole train of multi_indicator, step by step"
-DOC = REPO / "docs" / "benchmarks.md"
 
 
 REPORT_SECONDS: list[float] = []
@@ -54,23 +54,6 @@ def one_run(models_root: Path) -> tuple[dict[str, float], float, dict]:
                           device="cpu", threads=1)
     wall = time.perf_counter() - start
     return result.timings, wall, result.metrics["training"]
-
-
-def write_section(text: str) -> None:
-    """Replace this benchmark's section (read just before writing: others edit the file too)."""
-    old = DOC.read_text(encoding="utf-8") if DOC.exists() else "# Benchmarks\n"
-    lines = old.rstrip("\n").split("\n")
-    if HEADING in lines:
-        start = lines.index(HEADING)
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), None)
-        tail = lines[end:] if end is not None else []
-        lines = lines[:start] + text.rstrip("\n").split("\n") + [""] + tail
-    else:
-        lines += [""] + text.rstrip("\n").split("\n")
-    DOC.parent.mkdir(parents=True, exist_ok=True)
-    temp = DOC.with_suffix(".md.tmp-train")
-    temp.write_text("\n".join(lines).rstrip("\n") + "\n", encoding="utf-8")
-    temp.replace(DOC)
 
 
 def main() -> None:
@@ -137,7 +120,7 @@ def main() -> None:
         + "; ".join(f"{w:.2f} s, {t['samples_per_second']:,.0f} samples/s"
                     for w, t in zip(walls, training, strict=True)) + ".",
     ])
-    write_section(section)
+    write_section(HEADING, section)
     print(f"wrote {HEADING!r} in {DOC}")
 
 

@@ -13,11 +13,11 @@ from __future__ import annotations
 import platform
 import statistics
 import time
-from pathlib import Path
 
 import torch
 from torch import nn
 
+from bench.docs import DOC, write_section
 from pipeline.events import Event
 from pipeline.model import build_mlp
 from pipeline.stop import StopToken
@@ -28,7 +28,6 @@ EPOCHS = {32: 1, 256: 3, 2048: 12}  # about the same work per run at each batch 
 REPEATS = 7
 GOAL = 0.9
 HEADING = "## Trainer throughput"
-DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 
 
 def minimal_loop(model: nn.Module, X, y, epochs: int, batch_size: int) -> None:
@@ -85,23 +84,6 @@ def measure(batch_size: int, data) -> tuple[float, float]:
     return max(rates["minimal"]), max(rates["trainer"])
 
 
-def write_section(text: str) -> None:
-    """Replace this benchmark's section (read just before writing: others edit the file too)."""
-    old = DOC.read_text(encoding="utf-8") if DOC.exists() else "# Benchmarks\n"
-    lines = old.rstrip("\n").split("\n")
-    if HEADING in lines:
-        start = lines.index(HEADING)
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), None)
-        tail = lines[end:] if end is not None else []
-        lines = lines[:start] + text.rstrip("\n").split("\n") + [""] + tail
-    else:
-        lines += [""] + text.rstrip("\n").split("\n")
-    DOC.parent.mkdir(parents=True, exist_ok=True)
-    temp = DOC.with_suffix(".md.tmp-trainer")
-    temp.write_text("\n".join(lines).rstrip("\n") + "\n", encoding="utf-8")
-    temp.replace(DOC)
-
-
 def main() -> None:
     g = torch.Generator().manual_seed(0)
     X = torch.randn(ROWS, FEATURES, generator=g)
@@ -137,7 +119,7 @@ def main() -> None:
             *rows,
         ]
     )
-    write_section(section)
+    write_section(HEADING, section)
     print(f"wrote {HEADING!r} in {DOC}")
 
 
