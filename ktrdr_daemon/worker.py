@@ -12,6 +12,9 @@ through one pipe, the *lifeline*:
 - end of file when the daemon died: exit at once, so no orphan keeps training.
 
 Everything else a worker needs to know is in files: the job, the cancel marker, the claim.
+
+A Slurm job (``ktrdr_daemon.slurm``) runs the same attempt through :func:`run_with`, with a lease
+file in place of the pipe: the liveness source is the only difference.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import traceback
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -63,6 +66,7 @@ class WorkerTask:
     threads: int = 1
     t_fence: float = sp.T_FENCE_S
     strict: bool = False
+    executor: str = "local"  # "slurm": a stop keeps the attempt open (Slurm requeues the job)
 
 
 class WorkerStop:
@@ -86,7 +90,7 @@ class Lifeline:
         self.conn, self.stop, self.t_fence = conn, stop, t_fence
         self.last_tick = time.monotonic()
 
-    def start(self) -> None:
+    def start(self, claim: sp.Claim, progress: ProgressWriter) -> None:
         threading.Thread(target=self._run, name="lifeline", daemon=True).start()
 
     def fresh(self) -> bool:
@@ -112,32 +116,44 @@ def run_attempt(task: WorkerTask, conn: Connection) -> None:
     os._exit(_attempt(task, conn))
 
 
+class Liveness(Protocol):
+    """Says whether the daemon still holds this attempt: the lifeline here, a lease in Slurm."""
+
+    def start(self, claim: sp.Claim, progress: ProgressWriter) -> None: ...
+
+    def fresh(self) -> bool: ...
+
+
 def _attempt(task: WorkerTask, conn: Connection) -> int:
+    stop = WorkerStop(sp.Spool(Path(task.spool_root)).job_dir(task.job_id) / sp.CANCEL)
+    return run_with(task, stop, Lifeline(conn, stop, task.t_fence))
+
+
+def run_with(task: WorkerTask, stop: WorkerStop, liveness: Liveness) -> int:
+    """One attempt, whoever hosts it (a forked child or a Slurm job); returns an exit code."""
     spool = sp.Spool(Path(task.spool_root))
     job_dir = spool.job_dir(task.job_id)
-    stop = WorkerStop(job_dir / sp.CANCEL)
     # Ctrl-C in a terminal reaches the whole process group: the daemon decides, not us.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, lambda *_: setattr(stop, "handback", True))
-    lifeline = Lifeline(conn, stop, task.t_fence)
-    lifeline.start()
-    # Our view of the claim: ownership is checked through files; liveness through the ticks.
+    # Our view of the claim: ownership is checked through files; liveness through `liveness`.
     claim = sp.Claim(spool, task.job_id, task.attempt, task.claim_data, t_fence=float("inf"))
     progress = ProgressWriter(job_dir, spool.tmp, job_id=task.job_id, attempt=task.attempt,
                               daemon=task.daemon_id, host=task.host, device=task.device)
+    liveness.start(claim, progress)
     try:
-        return _train(task, spool, claim, stop, lifeline, progress)
+        return _train(task, spool, claim, stop, liveness, progress)
     finally:
         progress.close()
 
 
 def _train(task: WorkerTask, spool: sp.Spool, claim: sp.Claim, stop: WorkerStop,
-           lifeline: Lifeline, progress: ProgressWriter) -> int:
+           liveness: Liveness, progress: ProgressWriter) -> int:
     job_dir = spool.job_dir(task.job_id)
 
     def before_publish() -> None:
-        if not (lifeline.fresh() and claim.still_current()):
-            raise _Fenced()
+        if not (liveness.fresh() and claim.still_current()):
+            raise Fenced()
 
     torch.set_num_threads(task.threads)
     try:
@@ -161,10 +177,14 @@ def _train(task: WorkerTask, spool: sp.Spool, claim: sp.Claim, stop: WorkerStop,
     except Cancelled:
         return _cancelled(spool, claim, progress)
     except HandedBack:
+        if task.executor == "slurm":  # Slurm requeues this very job: the attempt stays open
+            progress.set_state("queued", message="stopped by Slurm (requeue, preemption or "
+                               "time limit); resumes from the checkpoint")
+            return EXIT_HANDED_BACK
         claim.hand_back("the daemon stopped (SIGTERM); resumes from the checkpoint")
         progress.set_state("queued", message="handed back; resumes from the checkpoint")
         return EXIT_HANDED_BACK
-    except _Fenced:
+    except Fenced:
         if os.path.lexists(job_dir / sp.CANCEL):
             return _cancelled(spool, claim, progress)
         return EXIT_FENCED
@@ -183,8 +203,8 @@ def _train(task: WorkerTask, spool: sp.Spool, claim: sp.Claim, stop: WorkerStop,
                      result.warnings, task)
 
 
-class _Fenced(Exception):
-    """Raised in ``before_publish``: this attempt may no longer publish."""
+class Fenced(Exception):
+    """Raised in ``before_publish`` (or by a stop source): this attempt may no longer publish."""
 
 
 def _complete(spool: sp.Spool, claim: sp.Claim, progress: ProgressWriter, model_path: Path,
