@@ -31,6 +31,7 @@ from ktrdr_daemon import worker as wk
 from ktrdr_daemon.notify import sd_notify
 from ktrdr_daemon.progress import mirror_result
 from ktrdr_daemon.settings import Settings
+from ktrdr_daemon.slurm import SlurmBackend, SlurmOptions
 from ktrdr_daemon.validate import validate_job
 from ktrdr_daemon.watcher import SpoolWatcher
 from pipeline.device import describe_device, select_device
@@ -59,10 +60,14 @@ class Daemon:
     """One daemon identity serving one spool; see the module docstring for the loop."""
 
     def __init__(self, settings: Settings, *, once: bool = False,
-                 on_job_start: Callable[[str], None] | None = None) -> None:
+                 on_job_start: Callable[[str], None] | None = None,
+                 slurm: SlurmOptions | None = None) -> None:
         self.settings, self.once, self.on_job_start = settings, once, on_job_start
         self.spool = sp.Spool(settings.spool)
-        self.daemon_id = settings.daemon_id or default_daemon_id(settings.device)
+        self.daemon_id = settings.daemon_id or default_daemon_id(
+            "slurm" if slurm else settings.device)
+        # With Slurm, each attempt is a Slurm job instead of a forked worker (ktrdr_daemon.slurm)
+        self.slurm = SlurmBackend(slurm, self.spool, self.daemon_id) if slurm else None
         self.running: dict[str, Running] = {}
         self.lock = threading.Lock()
         self.wake = threading.Event()
@@ -106,19 +111,25 @@ class Daemon:
         self.me = sp.DaemonIdentity.current(self.daemon_id)
         self.judge = sp.LivenessJudge(self.me, self.settings.expire_seconds)
         self.incoming = sp.Incoming(self.spool)
+        if self.slurm is not None:
+            self._start_serving(self.slurm.device_info())  # jobs prove their device on the nodes
+            return
         # The fork server imports torch while we prove the device: both start-up costs overlap.
         self.context = mp.get_context("forkserver")
         self.context.set_forkserver_preload(["ktrdr_daemon.preload"])
         forkserver.ensure_running()
         device = select_device(self.settings.device)  # a real allocation proves a GPU
-        self.device = describe_device(device)
-        self.is_gpu = self.device["device"] != "cpu"
         # ensure_running returns before the server has imported torch (seconds on a busy box);
         # the first worker would wait for it between its claim and its start, and a claim not
         # beaten for t_fence is fenced. A no-op process now makes "serving" mean ready.
         warm = self.context.Process(target=os.getpid, name="ktrdr-forkserver-warm-up")
         warm.start()
         warm.join()
+        self._start_serving(describe_device(device))
+
+    def _start_serving(self, device: dict[str, Any]) -> None:
+        self.device = device
+        self.is_gpu = self.device["device"] != "cpu"
         self.watcher = SpoolWatcher(self.spool, self.wake, self.settings.observer)
         self.watcher.start()
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -139,6 +150,10 @@ class Daemon:
     def _shutdown(self) -> int:
         """Hand every running attempt back (checkpoint at the next batch), then exit."""
         sd_notify("STOPPING=1")
+        if self.slurm is not None:  # Slurm jobs outlive us: the next daemon adopts them
+            for job_id in list(self.running):
+                log.info("%s: left running in Slurm for the next daemon to adopt", job_id)
+                self._forget(job_id)
         with self.lock:
             running = dict(self.running)
         for job_id, run in running.items():
@@ -162,6 +177,8 @@ class Daemon:
     def rescan(self) -> None:
         self.watcher.ensure_alive()
         self.accept_drops()
+        if self.slurm is not None:
+            self.slurm.poll({job_id: run.process for job_id, run in self.running.items()})
         self.reap()
         self.live_daemons = sp.read_daemons(self.spool, self.judge)
         self.reclaim_dead()
@@ -172,7 +189,7 @@ class Daemon:
     def accept_drops(self) -> None:
         fast = self.watcher.take_completed()  # moved-in or closed-after-write: complete now
         for drop in sorted(set(self.incoming.complete_drops(wait=False)) | fast):
-            if not drop.exists():
+            if not os.path.lexists(drop):  # a symlink drop may dangle: it still ends failed
                 continue
             job_id = sp.accept_drop(self.spool, drop, self._validate)
             if job_id:
@@ -212,7 +229,8 @@ class Daemon:
         for found in sp.find_reclaimable(self.spool, self.judge):
             if found.job_id in self.running:
                 continue
-            if sp.reclaim(self.spool, found, self.me):
+            reclaim = self.slurm.reclaim if self.slurm is not None else sp.reclaim
+            if reclaim(self.spool, found, self.me):
                 log.info("%s: reclaimed attempt %d (%s)", found.job_id, found.attempt,
                          found.reason)
                 _append_log(self.spool, found.job_id,
@@ -299,6 +317,15 @@ class Daemon:
             device=self.device["device"], data_root=str(s.data_root),
             models_root=str(s.models), strategies_root=str(s.strategies), threads=s.threads,
             t_fence=s.fence_seconds, strict=s.strict)
+        if self.slurm is not None:  # the Slurm job stands in for the process, a lease for the pipe
+            slurm_run, lease = self.slurm.start(job_id, claim, task)
+            with self.lock:
+                self.running[job_id] = Running(claim, slurm_run, lease)  # type: ignore[arg-type]
+            self.watcher.watch_job(job_id)
+            log.info("%s: attempt %d in %s", job_id, claim.attempt, slurm_run.pid)
+            if self.on_job_start is not None:
+                self.on_job_start(job_id)
+            return
         reader, writer = self.context.Pipe(duplex=False)
         process = self.context.Process(target=wk.run_attempt, args=(task, reader),
                                        name=f"ktrdr-worker:{job_id}", daemon=False)
