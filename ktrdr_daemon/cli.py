@@ -186,10 +186,26 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
                             datefmt="%Y-%m-%dT%H:%M:%S")
-    status = Daemon(settings, once=args.once, on_job_start=on_job_start).serve()
+    status = Daemon(settings, once=args.once, on_job_start=on_job_start,
+                    slurm=_slurm_options(args, settings)).serve()
     for thread in followers:  # let the live views print their final lines
         thread.join(timeout=2)
     return status
+
+
+def _slurm_options(args: argparse.Namespace, settings: Settings) -> object | None:
+    if args.executor != "slurm":
+        return None
+    from ktrdr_daemon.slurm import SlurmOptions, parse_time
+
+    try:
+        parse_time(args.time)
+    except ValueError as exc:
+        raise SystemExit(f"--time: {exc}") from None
+    if args.max_jobs:
+        settings.slots = args.max_jobs
+    return SlurmOptions(partition=args.partition, gpus_per_job=args.gpus_per_job,
+                        time=args.time, max_jobs=settings.slots, max_requeues=args.max_requeues)
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
@@ -254,6 +270,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--once", action="store_true", help="drain the queue, then exit")
     p.add_argument("--show", action=argparse.BooleanOptionalAction, default=None,
                    help="draw running jobs live (default: when stdout is a terminal)")
+    slurm = p.add_argument_group("Slurm (--executor slurm: each job runs as a Slurm job)")
+    slurm.add_argument("--executor", choices=("local", "slurm"), default="local")
+    slurm.add_argument("--partition", help="Slurm partition (default: the cluster's)")
+    slurm.add_argument("--gpus-per-job", dest="gpus_per_job", type=int, default=0)
+    slurm.add_argument("--time", default="2:00:00", help="time limit of each Slurm job")
+    slurm.add_argument("--max-jobs", dest="max_jobs", type=int,
+                       help="Slurm jobs held at once (default: --slots)")
+    slurm.add_argument("--max-requeues", dest="max_requeues", type=int, default=3,
+                       help="restarts of one Slurm job (preemption, time limit) before failing")
     _common(p)
     p.set_defaults(func=cmd_run)
 
