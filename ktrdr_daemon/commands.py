@@ -9,10 +9,12 @@ arguments returning the exit status; :func:`add_commands` registers them.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import json
 import os
 import re
+import shlex
 import shutil
 import sys
 import time
@@ -601,6 +603,63 @@ def check_daemons(s: Settings, fix: bool) -> Check:
     return Check("daemons", "ok", f"{len(alive)} alive: {names}{extra}")
 
 
+def _installed_services() -> list[tuple[str, Path, list[str], dict[str, str]]]:
+    """(kind, file, argv, environment) of each launchd agent and systemd unit that runs us."""
+    import plistlib
+
+    from ktrdr_daemon import service as svc
+
+    found = []
+    for path in sorted(svc.install_dir("launchd").glob("*.plist")):
+        with contextlib.suppress(OSError, ValueError, KeyError):  # not ours, or not a plist
+            if b"ktrdr_daemon" in path.read_bytes():
+                agent = plistlib.loads(path.read_bytes())
+                found.append(("launchd agent", path, list(agent["ProgramArguments"]),
+                              dict(agent.get("EnvironmentVariables") or {})))
+    folders = dict.fromkeys([svc.install_dir("systemd"), svc.install_dir("systemd", system=True)])
+    for path in sorted(p for folder in folders for p in folder.glob("*.service")):
+        with contextlib.suppress(OSError, ValueError):
+            if "ktrdr_daemon" in (unit := path.read_text()):
+                env = dict(word.replace("%%", "%").split("=", 1) for line in unit.splitlines()
+                           if line.startswith("Environment=")
+                           for word in shlex.split(line.removeprefix("Environment=")))
+                found.append(("systemd unit", path, svc.exec_start_argv(unit), env))
+    return found
+
+
+def check_service(s: Settings, fix: bool) -> Check:
+    """Is a service installed, and is the daemon it runs beating (judged like `daemons`)?"""
+    from ktrdr_daemon.daemon import default_daemon_id
+
+    lines, live = [], 0
+    for kind, path, argv, env in (services := _installed_services()):
+        # The daemon's own settings: its flags, then the file's environment, then its config.
+        flags = {argv[i].removeprefix("--").replace("-", "_"): argv[i + 1]
+                 for i in range(len(argv) - 1) if argv[i].startswith("--")}
+        flags = {k: v for k, v in flags.items() if k in ("spool", "device", "daemon_id")}
+        try:  # no KTRDR_CONFIG in the file: the daemon found no config at install time
+            its = load_settings(flags, env=env, config_file=Path(env.get("KTRDR_CONFIG",
+                                                                          os.devnull)))
+        except SystemExit as exc:
+            lines.append(f"{kind} {path} installed; its settings do not load: {exc}")
+            continue
+        daemon_id = its.daemon_id or default_daemon_id(its.device)
+        rows = {r["id"]: r for r in daemon_rows(sp.Spool(its.spool), its)}
+        status = rows.get(daemon_id, {}).get("status", "no heartbeat file")
+        live += status == "alive"
+        beat = "heartbeat live" if status == "alive" else f"heartbeat not live ({status})"
+        lines.append(f"{kind} {path} installed; daemon {daemon_id} on {its.spool}: {beat}")
+    if not services:
+        return Check("service", "ok", "no launchd agent or systemd unit installed",
+                     "to run the daemon at login or boot: `ktrdr-daemon service install "
+                     "--systemd` (or --launchd)")
+    if live < len(services):
+        return Check("service", "warn", "; ".join(lines),
+                     "start it (`systemctl --user start <unit>` or `launchctl bootstrap "
+                     "gui/$(id -u) <plist>`), then see its journal or log file")
+    return Check("service", "ok", "; ".join(lines))
+
+
 def check_disk(s: Settings, fix: bool) -> Check:
     lines, status = [], "ok"
     for name, folder in (("spool", s.spool), ("models", s.models)):
@@ -620,7 +679,7 @@ def check_disk(s: Settings, fix: bool) -> Check:
 #: Each check is ``(settings, fix) -> Check``; adding a check is adding it here.
 CHECKS: list[Callable[[Settings, bool], Check]] = [
     check_spool, check_models, check_data, check_strategies, check_watcher, check_device,
-    check_torch, check_daemons, check_disk,
+    check_torch, check_daemons, check_service, check_disk,
 ]
 
 
