@@ -6,13 +6,17 @@ The CLI runs as a real subprocess with its install folders pointed into tmp; sys
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import plistlib
 import shlex
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -298,7 +302,9 @@ def test_sd_notify_without_a_manager_is_a_quiet_no(tmp_path: Path,
 def test_exec_start_runs_the_daemon_which_says_ready_then_stopping(
         tmp_path: Path, machine: dict[str, Path]) -> None:
     """What systemd sees: READY=1 once the daemon serves, STOPPING=1 and exit 0 on SIGTERM."""
-    cfg = config(machine, device="cpu", data=None)
+    # A 30 s rescan: a job claimed within seconds of READY was woken by the running watcher.
+    env = {**config(machine).env, "KTRDR_RESCAN_SECONDS": "30"}
+    cfg = config(machine, device="cpu", data=None, env=env)
     argv = svc.exec_start_argv(svc.render_systemd_unit(cfg))
     notify = tmp_path / "notify"
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as manager:
@@ -307,16 +313,30 @@ def test_exec_start_runs_the_daemon_which_says_ready_then_stopping(
         env = {**cfg.env, "PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
                "NOTIFY_SOCKET": str(notify), "XDG_RUNTIME_DIR": str(tmp_path)}
         daemon = subprocess.Popen([*argv, "--daemon-id", "unit-test"], cwd=cfg.workdir, env=env,
-                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                  start_new_session=True)
         try:
             ready = manager.recv(4096).decode()
             assert ready.splitlines()[0] == "READY=1"
-            assert (machine["spool"] / "daemons").is_dir()  # it serves the unit's spool
+            # Ready means serving the unit's spool: layout made, heartbeat written, watcher on.
+            spool = machine["spool"]
+            assert all((spool / d).is_dir() for d in ("incoming", "tmp", "jobs", "daemons"))
+            beat = json.loads((spool / "daemons" / "unit-test.json").read_text())
+            assert beat["started"] and beat["watcher"] in ("inotify", "polling"), beat
+            staged = machine["root"] / "ready.yaml"
+            staged.write_text("strategy: rsi_minimal.yaml\noverrides: {training: {epochs: 1}}\n")
+            os.rename(staged, spool / "incoming" / "ready.yaml")
+            dropped = time.monotonic()
+            claim = spool / "jobs" / "ready" / "attempts" / "1.claim"
+            while not claim.is_file() and time.monotonic() - dropped < 30:
+                time.sleep(0.01)
+            waited = time.monotonic() - dropped
+            assert waited < 5, f"claimed after {waited:.1f} s: the watcher did not wake it"
             daemon.terminate()
             assert manager.recv(4096) == b"STOPPING=1"
             out, _ = daemon.communicate(timeout=30)
         finally:
-            if daemon.poll() is None:
-                daemon.kill()
-                daemon.wait()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(daemon.pid, signal.SIGKILL)  # the fork server and a worker too
+            daemon.wait()
     assert daemon.returncode == 0, out
