@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 JOB ?= config/jobs/demo.yaml
 
-.PHONY: venv demo test lint bench clean
+.PHONY: venv demo test lint bench faults clean
 
 venv: $(VENV)/.installed
 
@@ -33,6 +33,13 @@ lint: venv
 
 bench: venv
 	$(BIN)/python -m bench
+
+# The long fault runs of docs/reliability.md (hours on a small machine; tests/test_faults.py
+# runs a few trials of each in make test).
+faults: venv
+	$(BIN)/python -m tests.faults.harness --kind all --trials 200
+	$(BIN)/python -m tests.faults.fuzz --drops 5000
+	$(BIN)/python -m tests.faults.disk --rounds 30
 
 clean:
 	rm -rf $(VENV) build *.egg-info
