@@ -614,7 +614,7 @@ def _installed_services() -> list[tuple[str, Path, list[str], dict[str, str]]]:
         with contextlib.suppress(OSError, ValueError, KeyError):  # not ours, or not a plist
             if b"ktrdr_daemon" in path.read_bytes():
                 agent = plistlib.loads(path.read_bytes())
-                found.append(("launchd agent", path, list(agent["ProgramArguments"]),
+                found.append(("launchd", path, list(agent["ProgramArguments"]),
                               dict(agent.get("EnvironmentVariables") or {})))
     folders = dict.fromkeys([svc.install_dir("systemd"), svc.install_dir("systemd", system=True)])
     for path in sorted(p for folder in folders for p in folder.glob("*.service")):
@@ -623,16 +623,20 @@ def _installed_services() -> list[tuple[str, Path, list[str], dict[str, str]]]:
                 env = dict(word.replace("%%", "%").split("=", 1) for line in unit.splitlines()
                            if line.startswith("Environment=")
                            for word in shlex.split(line.removeprefix("Environment=")))
-                found.append(("systemd unit", path, svc.exec_start_argv(unit), env))
+                found.append(("systemd", path, svc.exec_start_argv(unit), env))
     return found
 
 
 def check_service(s: Settings, fix: bool) -> Check:
     """Is a service installed, and is the daemon it runs beating (judged like `daemons`)?"""
+    from ktrdr_daemon import service as svc
     from ktrdr_daemon.daemon import default_daemon_id
 
-    lines, live = [], 0
+    lines, starts = [], []
     for kind, path, argv, env in (services := _installed_services()):
+        label = {"launchd": "launchd agent", "systemd": "systemd unit"}[kind]
+        system = path.parent == svc.install_dir(kind, system=True, env={})
+        start = svc.load_command(kind, path.stem, path, system=system)
         # The daemon's own settings: its flags, then the file's environment, then its config.
         flags = {argv[i].removeprefix("--").replace("-", "_"): argv[i + 1]
                  for i in range(len(argv) - 1) if argv[i].startswith("--")}
@@ -641,22 +645,23 @@ def check_service(s: Settings, fix: bool) -> Check:
             its = load_settings(flags, env=env, config_file=Path(env.get("KTRDR_CONFIG",
                                                                           os.devnull)))
         except SystemExit as exc:
-            lines.append(f"{kind} {path} installed; its settings do not load: {exc}")
+            lines.append(f"{label} {path} installed; its settings do not load: {exc}")
+            starts.append(start)
             continue
         daemon_id = its.daemon_id or default_daemon_id(its.device)
         rows = {r["id"]: r for r in daemon_rows(sp.Spool(its.spool), its)}
         status = rows.get(daemon_id, {}).get("status", "no heartbeat file")
-        live += status == "alive"
+        if status != "alive":
+            starts.append(start)
         beat = "heartbeat live" if status == "alive" else f"heartbeat not live ({status})"
-        lines.append(f"{kind} {path} installed; daemon {daemon_id} on {its.spool}: {beat}")
+        lines.append(f"{label} {path} installed; daemon {daemon_id} on {its.spool}: {beat}")
     if not services:
         return Check("service", "ok", "no launchd agent or systemd unit installed",
                      "to run the daemon at login or boot: `ktrdr-daemon service install "
                      "--systemd` (or --launchd)")
-    if live < len(services):
-        return Check("service", "warn", "; ".join(lines),
-                     "start it (`systemctl --user start <unit>` or `launchctl bootstrap "
-                     "gui/$(id -u) <plist>`), then see its journal or log file")
+    if starts:
+        return Check("service", "warn", "; ".join(lines), "start it: " + "; ".join(
+            f"`{c}`" for c in starts) + " (then see its journal or log file)")
     return Check("service", "ok", "; ".join(lines))
 
 
