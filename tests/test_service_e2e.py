@@ -205,7 +205,7 @@ def test_a_systemd_stop_hands_the_job_back_and_another_daemon_resumes_it(
     stopped_s = time.monotonic() - began
 
     second.wait_ready()
-    result = site.wait_result(job_id, timeout=120)
+    result = site.wait_result(job_id, timeout=180)
     assert result["state"] == "completed", site.explain(job_id)
     assert result["attempt"] == 2 and result["daemon"] == "e2e-second"
     resumed = [e["resumed_from_epoch"] for e in site.events(job_id)
@@ -266,6 +266,7 @@ def test_doctor_sees_the_installed_service_and_whether_its_daemon_beats(
     assert f"systemd unit {unit_path} installed; daemon {cpu} on {site.spool}: heartbeat not " \
            "live (no heartbeat file)" in check["detail"], check
     assert f"launchd agent {plist} installed; daemon {mps}" in check["detail"], check
+    assert "enable --now ktrdr-daemon.service" in check["fix"], check  # how to start it
 
     unit = Unit(unit_path, unit_path.read_text())
     service = Service(site, unit, "doctor")
