@@ -221,15 +221,13 @@ def cmd_submit(args: argparse.Namespace) -> int:
         path = Path(name)
         try:
             data = path.read_bytes()
-            body = sp.load_job_mapping(data, path.name)
-            execution = body.get("execution") or {}
-            validate_job({k: v for k, v in body.items() if k not in ("priority", "execution")},
-                         path.name, settings)
+            body, _priority, execution = sp.parse_drop(data, path.name)
+            validate_job(body, path.name, settings)
         except (OSError, ValueError, PipelineError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             status = EXIT_FAILED
             continue
-        if isinstance(execution, dict) and execution.get("require_gpu") and not _gpu_alive(spool):
+        if execution["require_gpu"] and not _gpu_alive(spool):
             print(f"error: {path.name}: execution.require_gpu is set and no GPU daemon is alive",
                   file=sys.stderr)
             status = EXIT_FAILED

@@ -46,6 +46,8 @@ from typing import Any, Literal
 
 import yaml
 
+from pipeline.job import EXECUTION_DEFAULTS, parse_execution
+
 try:  # psutil is optional: /proc answers the same questions on Linux
     import psutil
 except ImportError:  # pragma: no cover - depends on the installation
@@ -63,13 +65,11 @@ TMP_STALE_S = 3600.0  # a file left in tmp/ this long belongs to a writer that d
 MAX_DROP_BYTES = 1 << 20  # 1 MiB (section 2)
 MAX_YAML_NODES = 100_000  # values after alias expansion: stops "billion laughs"
 MAX_YAML_DEPTH = 64
-DEFAULT_MAX_ATTEMPTS = 3
+DEFAULT_MAX_ATTEMPTS = EXECUTION_DEFAULTS["max_attempts"]
 
 SUBMITTED, JOB, RESULT, CANCEL = "submitted.yaml", "job.yaml", "result.json", "cancel"
 IGNORED_SUFFIXES = (".tmp", ".part", ".swp", "~")
 DROP_SUFFIXES = (".yaml", ".yml")
-MODES = {"auto": "auto", "local": "local", "gpu": "gpu", "host": "gpu"}
-EXECUTION_KEYS = ("mode", "require_gpu", "max_attempts", "wait_for_gpu")
 # The spec's [A-Za-z0-9_.-]{1,64}, less a leading "." (hidden) or "-" (read as a CLI option).
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 _ATTEMPT_FILE = re.compile(r"(\d{1,9})\.(claim|beat|end)")
@@ -328,40 +328,21 @@ def load_job_mapping(data: bytes, source: str) -> dict[str, Any]:
 
 
 def _spool_keys(doc: dict[str, Any], source: str) -> tuple[int, dict[str, Any]]:
-    """Check and fill the keys the spool itself acts on: ``priority`` and ``execution``."""
+    """Check and fill the keys the spool itself acts on: ``priority`` and ``execution``
+    (parsed by :func:`pipeline.job.parse_execution`, the one parser of these keys)."""
     errors: list[str] = []
-    priority = doc.get("priority", 0)
-    if isinstance(priority, bool) or not isinstance(priority, int):
-        errors.append(f"priority: {priority!r} is not allowed; use a whole number (default 0)")
-        priority = 0
-    raw = doc.get("execution") or {}
-    if not isinstance(raw, dict):
-        errors.append("execution: expected a mapping with keys " + ", ".join(EXECUTION_KEYS))
-        raw = {}
-    for key in raw:
-        if key not in EXECUTION_KEYS:
-            errors.append(f"execution.{key}: unknown key; allowed: " + ", ".join(EXECUTION_KEYS))
-    mode = raw.get("mode", "auto")
-    if mode not in MODES:
-        errors.append(f"execution.mode: {mode!r} is not allowed; use auto, local or gpu")
-    require_gpu = raw.get("require_gpu", False)
-    if not isinstance(require_gpu, bool):
-        errors.append(f"execution.require_gpu: {require_gpu!r} is not allowed; use true or false")
-    max_attempts = raw.get("max_attempts", DEFAULT_MAX_ATTEMPTS)
-    if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
-        errors.append(f"execution.max_attempts: {max_attempts!r} is not allowed; use 1 or more")
-    wait = raw.get("wait_for_gpu") or 0
-    if isinstance(wait, bool) or not isinstance(wait, int | float) or wait < 0:
-        errors.append(f"execution.wait_for_gpu: {wait!r} is not allowed; use seconds >= 0")
+    execution, priority = parse_execution(doc, errors)
     if errors:
         raise JobFileError(source, errors)
-    execution = {
-        "mode": MODES[mode],
-        "require_gpu": require_gpu,
-        "max_attempts": max_attempts,
-        "wait_for_gpu": wait,
-    }
     return priority, execution
+
+
+def parse_drop(data: bytes, source: str) -> tuple[dict[str, Any], int, dict[str, Any]]:
+    """A dropped file's (body, priority, execution): what ``submit`` checks before dropping it
+    and what acceptance checks after. Raises :class:`JobFileError`."""
+    doc = load_job_mapping(data, source)
+    priority, execution = _spool_keys(doc, source)
+    return {k: v for k, v in doc.items() if k not in ("priority", "execution")}, priority, execution
 
 
 # --- 2. Accepting drops ----------------------------------------------------------------------
@@ -536,9 +517,7 @@ def finish_accept(
             reason = "is a symbolic link" if error.errno == errno.ELOOP else error.strerror
             problem = f"cannot be read: {reason}; drop the file itself"
             raise JobFileError(source, [problem]) from None
-        doc = load_job_mapping(data, source)
-        priority, execution = _spool_keys(doc, source)
-        body = {k: v for k, v in doc.items() if k not in ("priority", "execution")}
+        body, priority, execution = parse_drop(data, source)
         body, warnings = validate(body, source) if validate else (body, [])
     except Exception as error:  # every drop gets an outcome, whatever the validator raised
         message = str(error) or type(error).__name__

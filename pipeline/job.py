@@ -88,7 +88,7 @@ def load_job(
     else:
         strategy_data, overrides, job_part = _job_parts(data, name, strategies_root, base_dir)
         # _job_parts has already reported any problem here, together with its own.
-        execution, priority = _execution(job_part, [])
+        execution, priority = parse_execution(job_part, [])
         strategy = load_strategy(strategy_data, strict=strict, overrides=overrides,
                                  base_dir=base_dir)
         strategy.source = name
@@ -171,7 +171,7 @@ def _job_parts(
         errors.append(f"overrides: expected a mapping merged into the strategy, got {extra!r}")
     else:
         overrides = deep_merge(overrides, extra)
-    _execution(data, errors)
+    parse_execution(data, errors)
     if errors:
         raise StrategyError(errors, name)
     return strategy_data, overrides, data
@@ -212,8 +212,10 @@ def _strategy_file(
     return {}
 
 
-def _execution(job: Mapping[str, Any], errors: list[str]) -> tuple[dict[str, Any], int]:
-    """The execution settings and priority, defaults filled; problems are appended to ``errors``."""
+def parse_execution(job: Mapping[str, Any], errors: list[str]) -> tuple[dict[str, Any], int]:
+    """The execution settings and priority, defaults filled; problems are appended to ``errors``.
+
+    The one parser of these keys: the spool calls it too when it accepts a drop."""
     execution = dict(EXECUTION_DEFAULTS)
     given = job.get("execution", {}) or {}
     if not isinstance(given, Mapping):
@@ -221,7 +223,7 @@ def _execution(job: Mapping[str, Any], errors: list[str]) -> tuple[dict[str, Any
         given = {}
     for key, value in given.items():
         if key not in EXECUTION_DEFAULTS:
-            errors.append(f"execution.{key}: unknown; allowed: {', '.join(EXECUTION_DEFAULTS)}")
+            errors.append(f"execution.{key}: unknown key; allowed: {', '.join(EXECUTION_DEFAULTS)}")
         elif key == "mode":
             if value not in MODES:
                 errors.append(f"execution.mode: {value!r} is not allowed; "
@@ -233,9 +235,10 @@ def _execution(job: Mapping[str, Any], errors: list[str]) -> tuple[dict[str, Any
                 errors.append(f"execution.require_gpu: expected true or false, got {value!r}")
             else:
                 execution[key] = value
-        elif type(value) is not int or value < (1 if key == "max_attempts" else 0):
-            low = 1 if key == "max_attempts" else 0
-            errors.append(f"execution.{key}: expected an integer >= {low}, got {value!r}")
+        elif key == "max_attempts" and (type(value) is not int or value < 1):
+            errors.append(f"execution.max_attempts: expected an integer >= 1, got {value!r}")
+        elif key == "wait_for_gpu" and (type(value) not in (int, float) or value < 0):
+            errors.append(f"execution.wait_for_gpu: expected seconds >= 0, got {value!r}")
         else:
             execution[key] = value
     priority = job.get("priority", 0)

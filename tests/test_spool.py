@@ -193,7 +193,7 @@ BAD_DROPS = [
     ("loop.yaml", b"a: &a [*a]\n", "recursive"),
     ("twodocs.yaml", b"a: 1\n---\nb: 2\n", "not valid YAML"),
     ("mode.yaml", b"strategy: s.yaml\nexecution: {mode: fast}\n", "execution.mode: 'fast'"),
-    ("prio.yaml", b"strategy: s.yaml\npriority: high\n", "priority: 'high'"),
+    ("prio.yaml", b"strategy: s.yaml\npriority: high\n", "priority: expected an integer (higher runs first), got 'high'"),
     ("extra.yaml", b"strategy: s.yaml\nexecution: {gpus: 2}\n", "execution.gpus: unknown key"),
     ("missing.yaml", b"strategy: missing.yaml\n", "strategy: 'missing.yaml' not found"),
     ("notes.txt", VALID, "only .yaml or .yml"),
