@@ -86,7 +86,10 @@ class Daemon:
             while not self.stopping:
                 self.wake.wait(self.settings.rescan_seconds)
                 self.wake.clear()
-                self.rescan()
+                try:
+                    self.rescan()
+                except OSError as exc:  # a full or flaky disk: what failed is retried next pass
+                    log.warning("rescan failed, retrying: %s", exc)
                 if self.once and self._idle():
                     break
             return self._shutdown()
