@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import hypothesis
 import yaml
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
@@ -328,7 +329,11 @@ def run(drops_count: int, root: Path, seed: int | None = None,
     own = fuzzer is None
     if fuzzer is None:
         fuzzer = Fuzzer(root)
-        fuzzer.start()
+        try:
+            fuzzer.start()
+        except BaseException:
+            fuzzer.stop()
+            raise
 
     @settings(max_examples=drops_count, database=None, deadline=None, derandomize=seed is None,
               phases=[Phase.generate], suppress_health_check=list(HealthCheck))
@@ -339,9 +344,6 @@ def run(drops_count: int, root: Path, seed: int | None = None,
         fuzzer.drop(*drop)
 
     if seed is not None:
-        one = settings(derandomize=False)(one)
-        import hypothesis
-
         one = hypothesis.seed(seed)(one)
     try:
         one()

@@ -550,11 +550,12 @@ def run_trial(pool: Pool, kind: str, seed: int) -> TrialResult:
     epochs = rng.randint(12, 24) if long else rng.randint(3, 6)
     site.drop(f"{target}.yaml", job_text(epochs, seed=rng.randint(1, 99)))
     site.drop(f"{other}.yaml", job_text(2, seed=rng.randint(1, 99)))
-    claim = _wait(lambda: read_json(site.job_dir(target) / "attempts" / "1.claim"),
-                  JOB_TIMEOUT_S)
+    claim = _wait(lambda: read_json(site.job_dir(target) / "attempts" / "1.claim")
+                  or site.result(target), JOB_TIMEOUT_S)
     landed = "no claim"
-    if claim is None:
-        violations.append("the target job was never claimed")
+    if claim is None or "state" in claim:
+        violations.append(f"the target job was never claimed: {claim}")
+        claim = None
     else:
         landed = wait_point(site, target, point, JOB_TIMEOUT_S)
         time.sleep(delay)
