@@ -60,6 +60,9 @@ HEARTBEAT_S = 2.0  # an owner rewrites its counter this often (spec 3.2)
 T_EXPIRE_S = 30.0  # a counter unchanged this long on the reader's clock is a dead owner (3.3)
 T_FENCE_S = 15.0  # an owner that could not beat this long stops and publishes nothing (3.4)
 DROP_SETTLE_S = 0.08  # a drop unchanged this long between two looks is complete (section 2)
+# A stem folder without its drop is taken for another daemon's acceptance in flight this long:
+# mkdir then rename is microseconds, but a starved process may sit between them for a second.
+ACCEPT_RACE_S = 2.0
 ORPHAN_GRACE_S = 10.0  # a moved drop left unvalidated this long was a crashed acceptance
 TMP_STALE_S = 3600.0  # a file left in tmp/ this long belongs to a writer that died
 MAX_DROP_BYTES = 1 << 20  # 1 MiB (section 2)
@@ -465,10 +468,13 @@ def _make_job_dir(spool: Spool, drop: Path) -> str | None:
             return job_id
         except FileExistsError:
             if job_id == stem and not os.path.lexists(spool.jobs / stem / SUBMITTED):
-                for _ in range(50):
+                deadline = time.monotonic() + ACCEPT_RACE_S
+                while time.monotonic() < deadline:
                     if not os.path.lexists(drop):
                         return None
-                    time.sleep(0.001)
+                    if os.path.lexists(spool.jobs / stem / SUBMITTED):
+                        break  # another drop with the same stem has it: take a suffix
+                    time.sleep(0.002)
     raise AssertionError("unreachable")  # pragma: no cover
 
 
