@@ -29,12 +29,13 @@ import psutil
 REPO = Path(__file__).resolve().parents[1]
 RSI_MINIMAL = REPO / "config" / "strategies" / "rsi_minimal.yaml"
 
-# Short timings: a heartbeat every 0.2 s, a silent owner is dead after 3 s, an owner that could
-# not beat for 1.5 s fences itself. Fence and expire leave margin for a loaded 2-core machine.
+# Short timings: a heartbeat every 0.2 s, a silent owner is dead after 5 s, an owner that could
+# not beat for 3 s fences itself. Fence and expire leave margin for a 2-core machine under a
+# load of 20+, where a daemon's heartbeat thread was seen to wait 1.5 s for a CPU.
 TIMINGS = {
     "KTRDR_HEARTBEAT_SECONDS": "0.2",
-    "KTRDR_EXPIRE_SECONDS": "3",
-    "KTRDR_FENCE_SECONDS": "1.5",
+    "KTRDR_EXPIRE_SECONDS": "5",
+    "KTRDR_FENCE_SECONDS": "3",
     "KTRDR_RESCAN_SECONDS": "0.2",
     "KTRDR_CANCEL_GRACE_SECONDS": "3",
 }
@@ -167,6 +168,12 @@ class Site:
             return p if ok else None
 
         return self.wait(f"{job_id} training epoch >= {min_epoch}", training, timeout, job_id)
+
+    def wait_progress(self, job_id: str, state: str, timeout: float = 10.0) -> dict[str, Any]:
+        """progress.json is replaced right after result.json: give it a moment."""
+        return self.wait(f"{job_id} progress.json to say {state}",
+                         lambda: self.progress(job_id).get("state") == state
+                         and self.progress(job_id), timeout, job_id)
 
     def wait_accepted(self, job_id: str, timeout: float = 60.0) -> None:
         self.wait(f"{job_id} accepted", lambda: (self.job_dir(job_id) / "job.yaml").is_file()

@@ -61,7 +61,7 @@ def test_dropped_job_trains_and_matches_train_command(shared: Site, tmp_path: Pa
     model = Path(result["model_path"])
     assert model.parent.parent == shared.models and (model / "model.pt").is_file()
     assert shared.versions(job_id) == [model]
-    assert shared.progress(job_id)["state"] == "completed"
+    shared.wait_progress(job_id, "completed")
     assert "12. Done" in shared.log(job_id)
 
     job_file = tmp_path / "equivalence.yaml"
@@ -99,7 +99,7 @@ def test_cancel_while_training(shared: Site) -> None:
     assert time.monotonic() - started < 10
     shared.wait("the worker to exit", lambda: process_gone(worker), 10, job_id)
     assert shared.versions(job_id) == []
-    assert shared.progress(job_id)["state"] == "cancelled"
+    shared.wait_progress(job_id, "cancelled")
     assert "2.claim" not in shared.attempt_files(job_id)
 
 
@@ -157,7 +157,7 @@ def test_bad_drops_fail_with_a_message_and_a_valid_job_still_trains(shared: Site
         submitted = shared.job_dir(job_id) / "submitted.yaml"
         data = content.encode() if isinstance(content, str) else content
         assert submitted.read_bytes() == data  # the drop is kept, byte for byte
-        assert shared.progress(job_id).get("state") == "failed"
+        shared.wait_progress(job_id, "failed")
     for job_id in ("bad-escape", "bad-symlink"):
         assert "escapes" in shared.result(job_id)["error"]["message"]
     assert shared.wait_result(good)["state"] == "completed", shared.explain(good)
@@ -371,13 +371,13 @@ def test_racing_daemons_end_every_job_exactly_once(pair: Site, extra: int, quick
     assert len(racing) == 2 + extra, site.explain()
     for name in names[len(names) // 2 :]:
         site.drop(f"{name}.yaml", QUICK_JOB if "-quick-" in name else job_yaml(1))
+    site.wait("incoming/ to empty", lambda: not os.listdir(site.spool / "incoming"), 90)
+    mine = sorted(n for n in os.listdir(site.spool / "jobs") if n.startswith(prefix))
+    # None lost, none accepted twice, each under the id `submit` would print: its stem.
+    assert mine == sorted(names), f"not the stem: {sorted(set(mine) - set(names))}"
     deadline = time.monotonic() + 150
     for name in names:
         site.wait_result(name, timeout=max(1.0, deadline - time.monotonic()))
-
-    mine = sorted(n for n in os.listdir(site.spool / "jobs") if n.startswith(prefix))
-    assert mine == sorted(names)  # none lost, none accepted twice
-    assert os.listdir(site.spool / "incoming") == []
     claimers = set()
     for name in names:
         result = site.result(name)
