@@ -796,11 +796,16 @@ def list_jobs(spool: Spool, state: State | None = None) -> list[JobInfo]:
     return infos
 
 
-def queued_jobs_in_order(spool: Spool) -> list[str]:
-    """Accepted queued jobs: higher priority first, then FIFO by submit time, then id."""
+def queued_jobs(spool: Spool) -> list[JobInfo]:
+    """Accepted queued jobs: higher priority first, then FIFO by submit time, then id. Each
+    carries its execution and cancel request, so a daemon reads nothing more per job."""
     queued = [j for j in list_jobs(spool, "queued") if j.accepted]
     queued.sort(key=lambda j: (-j.priority, j.submitted_at, j.id))
-    return [j.id for j in queued]
+    return queued
+
+
+def queued_jobs_in_order(spool: Spool) -> list[str]:
+    return [j.id for j in queued_jobs(spool)]
 
 
 # --- 3. Who is alive: identities and the liveness judge ---------------------------------------
