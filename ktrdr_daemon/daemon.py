@@ -260,18 +260,16 @@ class Daemon:
 
     def claim_jobs(self) -> None:
         free = self.settings.slots - len(self.running)
-        for job_id in sp.queued_jobs_in_order(self.spool):
+        for info in sp.queued_jobs(self.spool):  # no file read per job: 10,000 may wait
+            job_id = info.id
             # A cancelled queued job ends now, however busy this daemon is and whichever
             # daemon it waits for: it must not wait for a slot only to be never started.
-            if sp.finish_cancelled(self.spool, job_id):
+            if info.cancel_requested and sp.finish_cancelled(self.spool, job_id):
                 self._mirror_if_ended(job_id)
                 continue
-            if free <= 0:
+            if free <= 0 or job_id in self.running:
                 continue
-            job = sp.read_job_header(self.spool, job_id)  # execution is all _match reads
-            if job is None or job_id in self.running:
-                continue
-            note = self._match(job_id, job)
+            note = self._match(job_id, {"execution": info.execution})
             if note is False:
                 continue
             claim = sp.try_claim(self.spool, job_id, self.me, t_fence=self.settings.fence_seconds)
