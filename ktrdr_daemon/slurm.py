@@ -155,14 +155,34 @@ class LeaseWatch:
         self.gave_up = False
         self._content: bytes | None = None
         self._changed = time.monotonic()
-        self._lost_since: float | None = None
+        self._waiting: tuple[bool, float] | None = None  # (still owned?, since when)
 
     def start(self, claim: sp.Claim, progress: ProgressWriter) -> None:
         self.claim, self.progress = claim, progress
         threading.Thread(target=self._run, name="lease", daemon=True).start()
 
-    def fresh(self) -> bool:
+    def live(self) -> bool:
         return self.owned and time.monotonic() - self._changed < self.t_fence
+
+    def fresh(self) -> bool:
+        """Asked right before publishing: wait out a pause rather than throw the work away."""
+        return self.wait_live() == "live"
+
+    def wait_live(self) -> str:
+        """Block while paused: "live" once a daemon renews the lease (ours, or an adopter's),
+        "cancel" when the job is cancelled meanwhile, "gone" when nobody took it over."""
+        if self.live():
+            return "live"
+        self.progress.log("   paused: the daemon's lease is not renewed; waiting for a daemon "
+                          "to take this Slurm job over")
+        while not self.live():
+            if sp.is_cancel_requested(self.spool, self.job_id):
+                return "cancel"
+            if self.gave_up:
+                return "gone"
+            time.sleep(POLL_S)
+        self.progress.log("   resumed: the lease is renewed")
+        return "live"
 
     def _run(self) -> None:
         while not self.gave_up:
@@ -186,14 +206,15 @@ class LeaseWatch:
         if content != self._content:
             self._content, self._changed = content, now
         self.owned = self.claim.still_owner()
-        if self.fresh():
-            self._lost_since = None
+        if self.live():
+            self._waiting = None
             return
-        self._lost_since = self._lost_since or now
+        if self._waiting is None or self._waiting[0] != self.owned:
+            self._waiting = (self.owned, now)  # each kind of wait starts its own clock
         # An owner whose daemon is silent may yet be adopted; a lost attempt only briefly (the
         # adopter writes slurm.json right after its claim).
         wait = self.adopt_wait if self.owned else ADOPT_GRACE_S
-        if now - self._lost_since >= wait:
+        if now - self._waiting[1] >= wait:
             self.gave_up = True
 
     def _follow(self, attempt: int, daemon: Any) -> None:
@@ -223,18 +244,12 @@ class SlurmStop(wk.WorkerStop):
 
     def reason(self) -> str | None:
         why = super().reason()
-        if why == "cancel" or self.watch.fresh():
+        if why == "cancel" or self.watch.live():  # the common case: two attribute reads
             return why
-        self.watch.progress.log("   paused: the daemon's lease is not renewed; waiting for a "
-                                "daemon to take this Slurm job over")
-        while not self.watch.fresh():
-            if os.path.lexists(self.cancel_marker):
-                return "cancel"
-            if self.watch.gave_up:
-                raise wk.Fenced()
-            time.sleep(POLL_S)
-        self.watch.progress.log("   resumed: the lease is renewed")
-        return super().reason()
+        waited = self.watch.wait_live()
+        if waited == "gone":
+            raise wk.Fenced()
+        return "cancel" if waited == "cancel" else super().reason()
 
 
 try:  # submitit is an optional dependency (``pip install ktrdr-daemon[slurm]``)

@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -198,10 +199,15 @@ def test_scontrol_requeue_resumes_from_the_checkpoint(slurm_site: Site) -> None:
 
 def test_a_new_daemon_adopts_the_running_slurm_job_of_a_killed_one(site: Site) -> None:
     first = site.daemon("slurm-first", args=slurm_args(), env=SLURM_ENV).wait_ready()
-    job = site.drop("adopted.yaml", long_job(epochs=20))
+    job = site.drop("adopted.yaml", long_job(epochs=30))
     site.wait_training(job, min_epoch=2, timeout=JOB_TIMEOUT_S)
     slurm_id = slurm_record(site, job)["slurm_job_id"]
     first.kill()  # SIGKILL: no hand-back, no goodbye
+    # Longer than the lease's 5 s: the Slurm job pauses (in training, or before publishing if
+    # it got that far); and longer than the 10 s a lost attempt waits for its adopter, which
+    # must count from the reclaim, not from the pause.
+    site.wait("the Slurm job to pause", lambda: "paused:" in site.log(job), 60, job)
+    time.sleep(12)
 
     site.daemon("slurm-second", args=slurm_args(), env=SLURM_ENV).wait_ready()
     result = site.wait_result(job, JOB_TIMEOUT_S)
@@ -213,4 +219,5 @@ def test_a_new_daemon_adopts_the_running_slurm_job_of_a_killed_one(site: Site) -
     end = site.attempt_end(job, 1)
     assert end is not None and end["counts"] is False and "adopted" in end["reason"]
     assert len(site.versions(job)) == 1
-    assert f"adopted Slurm job {slurm_id}" in site.log(job)
+    log = site.log(job)
+    assert f"adopted Slurm job {slurm_id}" in log and "resumed: the lease is renewed" in log
