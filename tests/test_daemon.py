@@ -281,7 +281,9 @@ def test_sigkill_of_the_owner_is_reclaimed_at_once_and_resumed(pair: Site) -> No
 
 def test_sigstop_of_the_owner_is_reclaimed_after_expiry_and_publishes_nothing(
         pair: Site) -> None:
-    job_id = pair.drop("owner-stopped.yaml", long_job(8))
+    # Long enough that its worker cannot finish within T_fence after the stop, even unloaded
+    # (~0.13 s an epoch): until its ticks are T_fence late a worker may still publish.
+    job_id = pair.drop("owner-stopped.yaml", long_job(40))
     owner, other = _owner_and_other(pair, job_id)
     pair.wait_training(job_id)
     worker = owner.worker_pid(job_id, 1)
