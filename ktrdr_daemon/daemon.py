@@ -142,6 +142,7 @@ class Daemon:
         log.info("daemon %s serving %s on %s (%s), watcher %s, slots %d", self.daemon_id,
                  self.spool.root, self.device["device"], self.device.get("name"),
                  self.watcher.kind, self.settings.slots)
+        self.live_daemons = sp.read_daemons(self.spool, self.judge)  # the first claims need it
         self.rescan()
         sd_notify("READY=1\nSTATUS=serving " + str(self.spool.root))
 
@@ -183,11 +184,14 @@ class Daemon:
         if self.slurm is not None:
             self.slurm.poll({job_id: run.process for job_id, run in self.running.items()})
         self.reap()
+        # Claim before the slower scans, so a drop that woke us is claimed at once. Mode
+        # matching uses the daemons read one rescan ago (heartbeats are seconds apart anyway);
+        # a reclaim below wakes the loop again, and that rescan claims what it freed.
+        if not self.stopping:
+            self.claim_jobs()
         self.live_daemons = sp.read_daemons(self.spool, self.judge)
         self.reclaim_dead()
         self.enforce_cancels()
-        if not self.stopping:
-            self.claim_jobs()
 
     def accept_drops(self) -> None:
         fast = self.watcher.take_completed()  # moved-in or closed-after-write: complete now

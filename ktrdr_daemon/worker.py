@@ -161,7 +161,11 @@ def _train(task: WorkerTask, spool: sp.Spool, claim: sp.Claim, stop: WorkerStop,
         job = load_job({"strategy": job_file.get("strategy")}, source_name=task.job_id,
                        strict=task.strict)
         models = ModelStore(Path(task.models_root))
-        existing = _published_version(models, job.strategy.name, task.job_id)
+        # Only a job that ran before (a later attempt, or a requeued one with a checkpoint)
+        # can have published already; a first run skips the scan of the strategy's versions.
+        ran_before = task.attempt > 1 or (job_dir / CHECKPOINT).exists()
+        existing = (_published_version(models, job.strategy.name, task.job_id)
+                    if ran_before else None)
         if existing is not None:  # an earlier attempt published, then died before result.json
             progress.set_state("running")
             return _complete(spool, claim, progress, existing, {}, {}, [], task, reused=True)
