@@ -58,7 +58,7 @@ def confined_path(root: Path, name: str, what: str) -> Path:
     root = root.resolve()
     candidate = (root / name).resolve()
     if candidate != root and root not in candidate.parents:
-        raise ValueError(f"{what} {name!r} escapes the {what}s root {root}")
+        raise ValueError(f"{what} {name!r} escapes its root {root}")
     return candidate
 
 
@@ -81,17 +81,15 @@ def load_job(
                             name)
     base_dir = Path(source).parent if isinstance(source, (str, Path)) else None
     if is_v3_strategy(data):
-        strategy = load_strategy(data, strict=strict, base_dir=base_dir)
-        strategy.source = name
+        strategy = _named(name, load_strategy, data, strict=strict, base_dir=base_dir)
         job_part: Mapping[str, Any] = {}
         execution, priority = dict(EXECUTION_DEFAULTS), 0
     else:
         strategy_data, overrides, job_part = _job_parts(data, name, strategies_root, base_dir)
         # _job_parts has already reported any problem here, together with its own.
         execution, priority = parse_execution(job_part, [])
-        strategy = load_strategy(strategy_data, strict=strict, overrides=overrides,
-                                 base_dir=base_dir)
-        strategy.source = name
+        strategy = _named(name, load_strategy, strategy_data, strict=strict,
+                          overrides=overrides, base_dir=base_dir)
     normalized = {
         "strategy": strategy.raw, "priority": priority, "execution": execution,
         **{k: job_part[k] for k in ("symbols", "timeframes", "start", "end", "seed")
@@ -99,6 +97,16 @@ def load_job(
     }
     return Job(strategy=strategy, priority=priority, execution=execution,
                normalized=_jsonable(normalized), warnings=list(strategy.warnings))
+
+
+def _named(name: str, load: Any, *args: Any, **kwargs: Any) -> Strategy:
+    """Load the strategy; its errors and its ``source`` name the job's file, not ``<inline>``."""
+    try:
+        strategy = load(*args, **kwargs)
+    except StrategyError as exc:
+        raise StrategyError(exc.errors, name) from None
+    strategy.source = name
+    return strategy
 
 
 def _read(source: Path | str | Mapping | bytes, source_name: str | None) -> tuple[str, Any]:
