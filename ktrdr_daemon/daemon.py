@@ -72,6 +72,7 @@ class Daemon:
         self.lock = threading.Lock()
         self.wake = threading.Event()
         self.stopping = False
+        self.heartbeats_done = threading.Event()
         self.counters = {"completed": 0, "failed": 0, "cancelled": 0, "handed_back": 0,
                          "crashed": 0}
         self.first_seen: dict[str, float] = {}  # job id -> when this daemon first saw it queued
@@ -138,7 +139,9 @@ class Daemon:
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._on_stop_signal)
         self._write_heartbeat()
-        threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True).start()
+        self.heartbeats = threading.Thread(target=self._heartbeat_loop, name="heartbeat",
+                                           daemon=True)
+        self.heartbeats.start()
         log.info("daemon %s serving %s on %s (%s), watcher %s, slots %d", self.daemon_id,
                  self.spool.root, self.device["device"], self.device.get("name"),
                  self.watcher.kind, self.settings.slots)
@@ -174,6 +177,8 @@ class Daemon:
             run.claim.hand_back("killed during hand-back; resumes from the last checkpoint")
             self._forget(job_id)
         self.watcher.stop()
+        self.heartbeats_done.set()
+        self.heartbeats.join(timeout=5)
         sp.remove_daemon_heartbeat(self.spool, self.me)
         return 0
 
@@ -362,8 +367,9 @@ class Daemon:
 
     # -- heartbeats (own thread) --------------------------------------------------------------
     def _heartbeat_loop(self) -> None:
-        while not self.stopping:
-            time.sleep(self.settings.heartbeat_seconds)
+        # Beats go on after SIGTERM until the shutdown is over: a worker that is handing back
+        # needs its ticks, or it would fence itself and the hand-back would count as a failure.
+        while not self.heartbeats_done.wait(self.settings.heartbeat_seconds):
             with self.lock:
                 running = dict(self.running)
             for job_id, run in running.items():
