@@ -305,8 +305,10 @@ class Daemon:
             if not gpus:
                 waited = time.monotonic() - self.first_seen.setdefault(job_id, time.monotonic())
                 if waited >= float(execution.get("wait_for_gpu") or 0):
-                    self._fail(job_id, "no GPU daemon is alive (the job requires a GPU; set "
-                               "execution.wait_for_gpu to wait, or mode: auto to allow the CPU)")
+                    source = job.get("source") or job_id
+                    self._fail(job_id, f"{source}: no GPU daemon is alive (execution asks for a "
+                               "GPU; set execution.wait_for_gpu to wait, or mode: auto to allow "
+                               "the CPU)")
             return False
         if any(d.get("free_slots", 0) > 0 for d in gpus):
             return False  # a live GPU daemon with a free slot goes first

@@ -396,5 +396,7 @@ def test_racing_daemons_end_every_job_exactly_once(pair: Site, extra: int, quick
             assert len(site.versions(name)) == 1
     assert len(claimers) >= 2, claimers
     for daemon in racing:
-        log = daemon.log_text(whole=True)
-        assert "attempt 1 failed" not in log, log
+        # The pair's log also holds earlier tests' jobs (a fenced owner there is expected).
+        mine = [line for line in daemon.log_text(whole=True).splitlines()
+                if line.split(": ")[0].split()[-1] in set(names)]
+        assert not [line for line in mine if "attempt 1 failed" in line], "\n".join(mine)

@@ -199,7 +199,9 @@ def test_scontrol_requeue_resumes_from_the_checkpoint(slurm_site: Site) -> None:
 
 def test_a_new_daemon_adopts_the_running_slurm_job_of_a_killed_one(site: Site) -> None:
     first = site.daemon("slurm-first", args=slurm_args(), env=SLURM_ENV).wait_ready()
-    job = site.drop("adopted.yaml", long_job(epochs=30))
+    # Far longer than the 5 s fence even on an idle machine (~0.12 s an epoch): a job that ends
+    # within the fence after the kill may rightly publish before it would have paused.
+    job = site.drop("adopted.yaml", long_job(epochs=150))
     site.wait_training(job, min_epoch=2, timeout=JOB_TIMEOUT_S)
     slurm_id = slurm_record(site, job)["slurm_job_id"]
     first.kill()  # SIGKILL: no hand-back, no goodbye
