@@ -305,7 +305,8 @@ class Daemon:
             if not gpus:
                 waited = time.monotonic() - self.first_seen.setdefault(job_id, time.monotonic())
                 if waited >= float(execution.get("wait_for_gpu") or 0):
-                    source = job.get("source") or job_id
+                    header = sp.read_job_header(self.spool, job_id) or {}
+                    source = header.get("source") or job_id  # the file the user dropped
                     self._fail(job_id, f"{source}: no GPU daemon is alive (execution asks for a "
                                "GPU; set execution.wait_for_gpu to wait, or mode: auto to allow "
                                "the CPU)")
