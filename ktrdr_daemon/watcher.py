@@ -27,6 +27,18 @@ from ktrdr_daemon import spool as sp
 
 log = logging.getLogger("ktrdr_daemon.watcher")
 
+
+class _BenignStopRace(logging.Filter):
+    """watchdog logs an ERROR when an inotify event arrives while a watch is being removed (we
+    unwatch a job's folder when its worker ends). The event is for a folder nobody watches any
+    more, so nothing is lost; keep the alarming line out of the daemon's log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "called when the thread is inactive" not in record.getMessage()
+
+
+logging.getLogger("watchdog.observers.inotify").addFilter(_BenignStopRace())
+
 # Filesystems where inotify only sees this host's own changes.
 NETWORK_FILESYSTEMS = {"nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "afs", "ceph", "glusterfs",
                        "fuse.sshfs", "fuse.glusterfs", "lustre", "gpfs", "beegfs", "virtiofs"}
