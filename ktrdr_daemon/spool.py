@@ -663,29 +663,38 @@ class _Attempts:
         return max(self.last + 1, self.budget_start)
 
 
-_job_cache: dict[str, tuple[tuple[int, int], dict[str, Any]]] = {}
+_Cache = dict[str, tuple[tuple[int, int], dict[str, Any]]]
+_job_cache: _Cache = {}
+_header_cache: _Cache = {}
+_SPOOL_KEYS = ("id", "submitted_at", "source", "priority", "execution")
 
 
-def read_job(spool: Spool, job_id: str) -> dict[str, Any] | None:
-    """``job.yaml`` or None when not accepted yet. Cached by inode: it is created once."""
-    path = spool.job_dir(job_id) / JOB
+def _cached(path: Path, cache: _Cache,
+            parse: Callable[[Path], dict[str, Any] | None]) -> dict[str, Any] | None:
+    """``parse(path)``, remembered by inode and mtime: ``job.yaml`` is created once, so a
+    rescan pays one stat per job instead of a YAML parse. None when the file is missing."""
     try:
         st = os.stat(path, follow_symlinks=False)
     except FileNotFoundError:
         return None
     key = (st.st_ino, st.st_mtime_ns)
-    cached = _job_cache.get(str(path))
+    cached = cache.get(str(path))
     if cached and cached[0] == key:
         return cached[1]
+    value = parse(path)
+    if value is not None:
+        cache[str(path)] = (key, value)
+    return value
+
+
+def _parse_job(path: Path) -> dict[str, Any] | None:
     job = yaml.load(_read_bounded(path, MAX_DROP_BYTES * 2), Loader=_Loader)  # safe loader
-    if not isinstance(job, dict):
-        return None
-    _job_cache[str(path)] = (key, job)
-    return job
+    return job if isinstance(job, dict) else None
 
 
-_SPOOL_KEYS = ("id", "submitted_at", "source", "priority", "execution")
-_header_cache: dict[str, tuple[tuple[int, int], dict[str, Any]]] = {}
+def read_job(spool: Spool, job_id: str) -> dict[str, Any] | None:
+    """``job.yaml`` or None when not accepted yet."""
+    return _cached(spool.job_dir(job_id) / JOB, _job_cache, _parse_job)
 
 
 def read_job_header(spool: Spool, job_id: str) -> dict[str, Any] | None:
@@ -693,31 +702,23 @@ def read_job_header(spool: Spool, job_id: str) -> dict[str, Any] | None:
     or None when not accepted yet. :func:`finish_accept` writes them first, so only those
     lines are parsed, not the resolved strategy below them (~50x less YAML: ``ls`` and a
     daemon's first rescan over 10,000 queued jobs). Any other layout: the whole file."""
-    path = spool.job_dir(job_id) / JOB
-    try:
-        st = os.stat(path, follow_symlinks=False)
-    except FileNotFoundError:
-        return None
-    key = (st.st_ino, st.st_mtime_ns)
-    cached = _header_cache.get(str(path))
-    if cached and cached[0] == key:
-        return cached[1]
-    lines = []
-    for line in _read_bounded(path, 1 << 13).split(b"\n")[:-1]:  # the last may be cut short
-        if not line.startswith(b" ") and line.split(b":", 1)[0].decode() not in _SPOOL_KEYS:
-            break
-        lines.append(line)
-    try:
-        header = yaml.load(b"\n".join(lines), Loader=_Loader)  # safe loader
-    except yaml.YAMLError:
-        header = None
-    if not (isinstance(header, dict) and all(k in header for k in _SPOOL_KEYS)):
+
+    def parse(path: Path) -> dict[str, Any] | None:
+        lines = []
+        for line in _read_bounded(path, 1 << 13).split(b"\n")[:-1]:  # the last may be cut
+            if not line.startswith(b" ") and line.split(b":", 1)[0].decode() not in _SPOOL_KEYS:
+                break
+            lines.append(line)
+        try:
+            header = yaml.load(b"\n".join(lines), Loader=_Loader)  # safe loader
+        except yaml.YAMLError:
+            header = None
+        if isinstance(header, dict) and all(k in header for k in _SPOOL_KEYS):
+            return header
         job = read_job(spool, job_id)
-        header = None if job is None else {k: job.get(k) for k in _SPOOL_KEYS}
-        if header is None:
-            return None
-    _header_cache[str(path)] = (key, header)
-    return header
+        return None if job is None else {k: job.get(k) for k in _SPOOL_KEYS}
+
+    return _cached(spool.job_dir(job_id) / JOB, _header_cache, parse)
 
 
 def read_result(spool: Spool, job_id: str) -> dict[str, Any] | None:
