@@ -14,4 +14,5 @@ if __name__ == "__main__":
     chosen = sys.argv[1:] or BENCHMARKS
     for name in chosen:
         print(f"== {name}", flush=True)
+        sys.argv = [name]  # each benchmark parses its own options: give it none
         importlib.import_module(name if name.startswith("bench.") else f"bench.{name}").main()
