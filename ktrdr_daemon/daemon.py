@@ -38,7 +38,7 @@ from pipeline.device import describe_device, select_device
 
 log = logging.getLogger("ktrdr_daemon")
 
-HANDBACK_TIMEOUT_S = 8.0  # SIGTERM -> exit within 10 s (spec 6), with margin
+HANDBACK_TIMEOUT_S = 6.0  # SIGTERM -> exit within 10 s (spec 6): 4 s left for the rest
 
 
 @dataclass

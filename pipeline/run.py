@@ -52,8 +52,9 @@ class StepReporter:
         self.timings: dict[str, float] = {}
         self._current: tuple[str, float] | None = None
 
-    def step(self, number: int, message: str) -> None:
-        raise_if_stopped(self.stop)
+    def step(self, number: int, message: str, *, stoppable: bool = True) -> None:
+        if stoppable:
+            raise_if_stopped(self.stop)
         self.finish()
         name = STEPS[number - 1]
         self._current = (name, time.perf_counter())
@@ -234,7 +235,8 @@ def run_training(
     steps.sub(str(model_path))
 
     # 12. results
-    steps.step(12, "Done")
+    # The version is published: a stop request now would only throw finished work away.
+    steps.step(12, "Done", stoppable=False)
     steps.sub(f"test accuracy {test['test_accuracy']:.3f}; model {model_path}")
     steps.finish()
     return RunResult(model_path=model_path, metrics=metrics, timings=steps.timings,
