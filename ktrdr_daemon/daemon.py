@@ -29,7 +29,7 @@ from filelock import FileLock, Timeout
 from ktrdr_daemon import spool as sp
 from ktrdr_daemon import worker as wk
 from ktrdr_daemon.notify import sd_notify
-from ktrdr_daemon.progress import mirror_result
+from ktrdr_daemon.progress import append_log, mirror_result
 from ktrdr_daemon.settings import Settings
 from ktrdr_daemon.slurm import SlurmBackend, SlurmOptions
 from ktrdr_daemon.validate import validate_job
@@ -440,11 +440,7 @@ def _send(conn: Connection, message: str) -> None:
 
 
 def _append_log(spool: sp.Spool, job_id: str, line: str) -> None:
-    try:
-        with open(spool.job_dir(job_id) / "log.txt", "a", encoding="utf-8") as handle:
-            handle.write(line + "\n")
-    except OSError:
-        pass
+    append_log(spool.job_dir(job_id), line)
 
 
 def _version() -> str:

@@ -10,6 +10,7 @@ The writer is identical whichever daemon (or ``train``) runs the job, so readers
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -53,6 +54,13 @@ def initial_snapshot(job_id: str, attempt: int = 0, daemon: str | None = None,
         "warnings": [], "started_at": now, "updated_at": now,
         "model_path": None, "error": None,
     }
+
+
+def append_log(job_dir: Path, line: str) -> None:
+    """Add one line to a job's ``log.txt``; a note that cannot be written is not worth failing
+    the caller (the daemon's loop, a Slurm poll) over."""
+    with contextlib.suppress(OSError), open(job_dir / "log.txt", "a", encoding="utf-8") as log:
+        log.write(line + "\n")
 
 
 def mirror_result(job_dir: Path, tmp_dir: Path, result: dict[str, Any]) -> None:

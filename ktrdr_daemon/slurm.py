@@ -51,7 +51,13 @@ from typing import Any
 
 from ktrdr_daemon import spool as sp
 from ktrdr_daemon import worker as wk
-from ktrdr_daemon.progress import ProgressWriter, initial_snapshot, mirror_result, write_atomic
+from ktrdr_daemon.progress import (
+    ProgressWriter,
+    append_log,
+    initial_snapshot,
+    mirror_result,
+    write_atomic,
+)
 
 log = logging.getLogger("ktrdr_daemon")
 
@@ -588,8 +594,4 @@ def _outcome(job: Any) -> int | None:
 
 
 def _note(spool: sp.Spool, job_id: str, line: str) -> None:
-    try:
-        with open(spool.job_dir(job_id) / "log.txt", "a", encoding="utf-8") as handle:
-            handle.write(line + "\n")
-    except OSError:
-        pass
+    append_log(spool.job_dir(job_id), line)
