@@ -186,6 +186,9 @@ class Daemon:
     def rescan(self) -> None:
         self.watcher.ensure_alive()
         self.accept_drops()
+        folders = sp.scan_jobs(self.spool)  # one listing per rescan, shared by every pass
+        for job_id in self.incoming.recover_unaccepted(self._validate, folders):
+            self._mirror_if_ended(job_id)
         if self.slurm is not None:
             self.slurm.poll({job_id: run.process for job_id, run in self.running.items()})
         self.reap()
@@ -193,9 +196,9 @@ class Daemon:
         # matching uses the daemons read one rescan ago (heartbeats are seconds apart anyway);
         # a reclaim below wakes the loop again, and that rescan claims what it freed.
         if not self.stopping:
-            self.claim_jobs()
+            self.claim_jobs(folders)
         self.live_daemons = sp.read_daemons(self.spool, self.judge)
-        self.reclaim_dead()
+        self.reclaim_dead(folders)
         self.enforce_cancels()
 
     def accept_drops(self) -> None:
@@ -206,8 +209,6 @@ class Daemon:
             job_id = sp.accept_drop(self.spool, drop, self._validate)
             if job_id:
                 self._mirror_if_ended(job_id)
-        for job_id in self.incoming.recover_unaccepted(self._validate):
-            self._mirror_if_ended(job_id)
 
     def _validate(self, body: dict[str, Any], source: str) -> tuple[dict[str, Any], list[str]]:
         return validate_job(body, source, self.settings)
@@ -236,9 +237,9 @@ class Daemon:
                 _append_log(self.spool, job_id, f"[attempt {run.claim.attempt} failed] {reason}")
             self._forget(job_id)
 
-    def reclaim_dead(self) -> None:
+    def reclaim_dead(self, folders: list[sp.JobFolder] | None = None) -> None:
         """End attempts of dead owners (at once when provably dead, else after T_expire)."""
-        for found in sp.find_reclaimable(self.spool, self.judge):
+        for found in sp.find_reclaimable(self.spool, self.judge, folders):
             if found.job_id in self.running:
                 continue
             reclaim = self.slurm.reclaim if self.slurm is not None else sp.reclaim
@@ -267,9 +268,9 @@ class Daemon:
                 self._forget(job_id)
                 self._mirror_if_ended(job_id)
 
-    def claim_jobs(self) -> None:
+    def claim_jobs(self, folders: list[sp.JobFolder] | None = None) -> None:
         free = self.settings.slots - len(self.running)
-        for info in sp.queued_jobs(self.spool):  # no file read per job: 10,000 may wait
+        for info in sp.queued_jobs(self.spool, folders):  # no file read per job: 10,000 may wait
             job_id = info.id
             # A cancelled queued job ends now, however busy this daemon is and whichever
             # daemon it waits for: it must not wait for a slot only to be never started.

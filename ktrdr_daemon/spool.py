@@ -16,6 +16,7 @@ daemon that dies anywhere leaves nothing to repair: the next rescan by any daemo
 One rescan of a daemon, all of it safe to run in several daemons at once:
 
     incoming.complete_drops() -> accept_drop(spool, path, validate)     new jobs
+    folders = scan_jobs(spool)                         one listing, shared by the passes below
     incoming.recover_unaccepted(validate)              drops a crashed daemon left half-way
     find_reclaimable(spool, judge) -> reclaim(...)     attempts whose owner is dead
     queued_jobs_in_order(spool) -> try_claim(...)      the next job (also ends cancelled ones
@@ -29,6 +30,7 @@ loader only, JSON through ``json``; a job id never forms a path outside ``jobs/`
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -414,7 +416,9 @@ class Incoming:
             ready, _ = self._look()
         return [path for _, path in sorted(ready)]
 
-    def recover_unaccepted(self, validate: Validate | None = None) -> list[str]:
+    def recover_unaccepted(
+        self, validate: Validate | None = None, folders: list[JobFolder] | None = None
+    ) -> list[str]:
         """Finish jobs a crashed daemon moved in but never validated (call it every rescan).
 
         A folder holding only ``submitted.yaml`` is left alone until this daemon has seen it so
@@ -423,14 +427,14 @@ class Incoming:
         """
         done, orphans = [], set()
         now = time.monotonic()
-        for entry in _job_entries(self.spool):
-            names, _ = _job_listing(entry)
+        for folder in scan_jobs(self.spool) if folders is None else folders:
+            names = folder.names
             if SUBMITTED not in names or JOB in names or RESULT in names:
                 continue
-            orphans.add(entry.name)
-            if now - self._orphans.setdefault(entry.name, now) >= self.grace:
-                finish_accept(self.spool, entry.name, validate)
-                done.append(entry.name)
+            orphans.add(folder.id)
+            if now - self._orphans.setdefault(folder.id, now) >= self.grace:
+                finish_accept(self.spool, folder.id, validate)
+                done.append(folder.id)
         self._orphans = {k: v for k, v in self._orphans.items() if k in orphans}
         return done
 
@@ -589,36 +593,92 @@ def _names(folder: str | Path) -> set[str]:
 # attempts/), which changes its mtime. As git does for racy index entries, a listing is kept
 # only when the folder was LISTING_SETTLED_S old by our clock (a second change within the same
 # timestamp tick would otherwise go unseen), and trusted at most LISTING_MAX_AGE_S (a file
-# server's clock may lag ours).
+# server's clock may lag ours); a finished job's listing, which only a retry changes, for
+# FINISHED_LISTING_MAX_AGE_S.
 LISTING_SETTLED_S = 1.0
 LISTING_MAX_AGE_S = 30.0
+FINISHED_LISTING_MAX_AGE_S = 600.0
 _listing_cache: dict[str, tuple[tuple[int, int], float, frozenset[str], JobInfo | None]] = {}
 
 
-def _job_listing(entry: os.DirEntry[str]) -> tuple[frozenset[str], JobInfo | None]:
-    """(names, cached JobInfo or None) of a job folder from :func:`_job_entries`."""
+def _job_listing(path: str) -> tuple[frozenset[str], JobInfo | None]:
+    """(names, cached JobInfo or None) of the job folder at ``path``."""
     try:
-        st = entry.stat(follow_symlinks=False)
+        st = os.lstat(path)
     except FileNotFoundError:
         return frozenset(), None
     key, now = (st.st_ino, st.st_mtime_ns), time.monotonic()
-    cached = _listing_cache.get(entry.path)
-    if cached and cached[0] == key and now - cached[1] < LISTING_MAX_AGE_S:
-        return cached[2], cached[3]
-    names = frozenset(_names(entry.path))  # listed after the stat: never older than its key
+    cached = _listing_cache.get(path)
+    if cached and cached[0] == key:
+        max_age = FINISHED_LISTING_MAX_AGE_S if RESULT in cached[2] else LISTING_MAX_AGE_S
+        if now - cached[1] < max_age:
+            return cached[2], cached[3]
+    names = frozenset(_names(path))  # listed after the stat: never older than its key
     if time.time() - st.st_mtime >= LISTING_SETTLED_S:
-        _listing_cache[entry.path] = (key, now, names, None)
+        _listing_cache[path] = (key, now, names, None)
     else:
-        _listing_cache.pop(entry.path, None)
+        _listing_cache.pop(path, None)
     return names, None
 
 
-def _remember_info(entry: os.DirEntry[str], names: frozenset[str], info: JobInfo) -> None:
+def _remember_info(path: str, names: frozenset[str], info: JobInfo) -> None:
     """Keep ``info`` with the listing when names alone fix it: a finished job (its result is
     written once) or one never claimed (no attempts/, whose files change without the folder)."""
-    cached = _listing_cache.get(entry.path)
+    cached = _listing_cache.get(path)
     if cached and cached[2] is names and (RESULT in names or "attempts" not in names):
-        _listing_cache[entry.path] = (*cached[:3], info)
+        _listing_cache[path] = (*cached[:3], info)
+
+
+@dataclass(frozen=True)
+class JobFolder:
+    """One folder of ``jobs/`` as one scan saw it: the names it held (and, when names alone
+    fix it, the cached :class:`JobInfo`)."""
+
+    id: str
+    path: str
+    names: frozenset[str]
+    info: JobInfo | None
+
+
+@dataclass
+class _Scan:
+    key: tuple[int, int]
+    full_at: float
+    folders: list[JobFolder]
+
+
+_last_scans: dict[str, _Scan] = {}
+
+
+def scan_jobs(spool: Spool) -> list[JobFolder]:
+    """Every job folder, listed once; a daemon's rescan shares one scan between its passes.
+
+    A finished job's folder changes only by ``retry`` (which touches ``jobs/``) or ``clean``
+    (which removes it from ``jobs/``), and a new job adds a name to ``jobs/``: so while
+    ``jobs/`` itself is unchanged (and settled, as above), only the unfinished folders are
+    looked at again, and an idle daemon over 10,000 finished jobs costs one stat of ``jobs/``.
+    A full scan still runs every LISTING_MAX_AGE_S, for changes made by hand.
+    """
+    try:
+        st = os.stat(spool.jobs)
+    except FileNotFoundError:
+        return []
+    key, now = (st.st_ino, st.st_mtime_ns), time.monotonic()
+    last = _last_scans.get(str(spool.jobs))
+    if (last is not None and last.key == key and now - last.full_at < LISTING_MAX_AGE_S
+            and time.time() - st.st_mtime >= LISTING_SETTLED_S):
+        folders = [f if RESULT in f.names else JobFolder(f.id, f.path, *_job_listing(f.path))
+                   for f in last.folders]
+        last.folders = folders
+        return folders
+    folders = [JobFolder(entry.name, entry.path, *_job_listing(entry.path))
+               for entry in _job_entries(spool)]
+    _last_scans[str(spool.jobs)] = _Scan(key, now, folders)
+    if len(_listing_cache) > len(folders) + 1000:  # forget folders that were cleaned
+        seen = {folder.path for folder in folders}
+        for path in [p for p in _listing_cache if p not in seen]:
+            del _listing_cache[path]
+    return folders
 
 
 @dataclass
@@ -772,35 +832,33 @@ def job_state(spool: Spool, job_id: str) -> State:
     return job_info(spool, job_id).state
 
 
-def list_jobs(spool: Spool, state: State | None = None) -> list[JobInfo]:
-    """Jobs holding a drop (an empty folder is an acceptance in flight), optionally one state.
+def list_jobs(spool: Spool, state: State | None = None,
+              folders: list[JobFolder] | None = None) -> list[JobInfo]:
+    """Jobs holding a drop (an empty folder is an acceptance in flight), optionally one state,
+    from ``folders`` (one :func:`scan_jobs`) or a fresh scan.
 
     Terminal and live jobs are told apart by names first, so asking for the queue reads
     nothing of the thousands of finished jobs (10,000 jobs: well under a second).
     """
-    infos, seen = [], set()
-    for entry in _job_entries(spool):
-        seen.add(entry.path)
-        names, info = _job_listing(entry)
+    infos = []
+    for folder in scan_jobs(spool) if folders is None else folders:
+        names, info = folder.names, folder.info
         if SUBMITTED not in names and RESULT not in names:
             continue
         if state is not None and (RESULT in names) != (state in TERMINAL):
             continue
         if info is None:
-            info = _job_info(spool, entry.name, Path(entry.path), set(names))
-            _remember_info(entry, names, info)
+            info = _job_info(spool, folder.id, Path(folder.path), set(names))
+            _remember_info(folder.path, names, info)
         if state is None or info.state == state:
             infos.append(info)
-    if len(_listing_cache) > len(seen) + 1000:  # forget folders that were cleaned
-        for path in [p for p in _listing_cache if p not in seen]:
-            del _listing_cache[path]
     return infos
 
 
-def queued_jobs(spool: Spool) -> list[JobInfo]:
+def queued_jobs(spool: Spool, folders: list[JobFolder] | None = None) -> list[JobInfo]:
     """Accepted queued jobs: higher priority first, then FIFO by submit time, then id. Each
     carries its execution and cancel request, so a daemon reads nothing more per job."""
-    queued = [j for j in list_jobs(spool, "queued") if j.accepted]
+    queued = [j for j in list_jobs(spool, "queued", folders) if j.accepted]
     queued.sort(key=lambda j: (-j.priority, j.submitted_at, j.id))
     return queued
 
@@ -1140,13 +1198,15 @@ class Reclaimable:
     reason: str
 
 
-def find_reclaimable(spool: Spool, judge: LivenessJudge) -> list[Reclaimable]:
+def find_reclaimable(spool: Spool, judge: LivenessJudge,
+                     folders: list[JobFolder] | None = None) -> list[Reclaimable]:
     """Scan running jobs; each call feeds the judge's memory, so call it every rescan."""
     dead, watched = [], set()
-    for entry in _job_entries(spool):
-        names, _ = _job_listing(entry)
-        attempts_dir = Path(entry.path, "attempts")
-        if RESULT in names or "attempts" not in names or not os.path.isdir(attempts_dir):
+    for folder in scan_jobs(spool) if folders is None else folders:
+        if RESULT in folder.names or "attempts" not in folder.names:
+            continue  # decided by names alone: nothing built or read for finished jobs
+        attempts_dir = Path(folder.path, "attempts")
+        if not os.path.isdir(attempts_dir):
             continue
         n = _Attempts.scan(attempts_dir).open_attempt
         if n is None:
@@ -1158,10 +1218,10 @@ def find_reclaimable(spool: Spool, judge: LivenessJudge) -> list[Reclaimable]:
             counter = _read_bounded(attempts_dir / f"{n}.beat", 64)
         except OSError:
             counter = None
-        key = f"claim:{entry.name}:{n}:{record.get('token')}"
+        key = f"claim:{folder.id}:{n}:{record.get('token')}"
         watched.add(key)
         if reason := judge.death(key, record, counter):
-            dead.append(Reclaimable(entry.name, n, record, reason))
+            dead.append(Reclaimable(folder.id, n, record, reason))
     judge.keep_only("claim:", watched)
     return dead
 
@@ -1262,6 +1322,10 @@ def retry_job(spool: Spool, job_id: str) -> int:
     Path(job_dir / CANCEL).unlink(missing_ok=True)
     Path(job_dir / RESULT).unlink(missing_ok=True)
     fsync_dir(job_dir)
+    # Daemons skip finished folders while jobs/ is unchanged; where jobs/ is not ours to
+    # touch they see the retry at their next full scan (LISTING_MAX_AGE_S).
+    with contextlib.suppress(OSError):
+        os.utime(spool.jobs)
     return n
 
 

@@ -315,6 +315,47 @@ def test_listing_thousands_of_jobs_is_fast(spool: Spool) -> None:
     assert cold < 10.0 and warm < 2.0, (cold, warm)
 
 
+def test_rescans_skip_finished_folders_until_jobs_changes(
+    spool: Spool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An idle daemon re-reads only unfinished folders; a retry, a new job or a claim still
+    shows in the very next scan, and a change made by hand within LISTING_MAX_AGE_S."""
+    def settle() -> None:  # folders as if changed 10 s ago (the racy-mtime rule), each time
+        old = time.time() - 10  # a new time, as a real change would have
+        for folder in spool.jobs.iterdir():
+            os.utime(folder, (old, old))
+
+    for name in ("done", "waiting"):
+        (spool.incoming / f"{name}.yaml").write_bytes(VALID)
+        accept_drop(spool, spool.incoming / f"{name}.yaml")
+    me = DaemonIdentity.current("d1")
+    claim = try_claim(spool, "done", me)
+    assert claim is not None
+    write_result(spool, "done", "failed", claim, error={"message": "boom"})
+    settle()
+    os.utime(spool.jobs, (time.time() - 10,) * 2)
+    states = {f.id: ("ended" if sp.RESULT in f.names else "open") for f in sp.scan_jobs(spool)}
+    assert states == {"done": "ended", "waiting": "open"}
+
+    (spool.jobs / "done" / sp.RESULT).unlink()  # by hand: jobs/ itself is unchanged
+    settle()
+    assert sp.RESULT in {f.id: f.names for f in sp.scan_jobs(spool)}["done"]
+    assert try_claim(spool, "waiting", me) is not None  # an unfinished folder: seen at once
+    assert "attempts" in {f.id: f.names for f in sp.scan_jobs(spool)}["waiting"]
+    monkeypatch.setattr(sp, "LISTING_MAX_AGE_S", 0.0)  # the periodic full scan sees it
+    assert sp.RESULT not in {f.id: f.names for f in sp.scan_jobs(spool)}["done"]
+    monkeypatch.undo()
+
+    write_result(spool, "done", "failed", None, error={"message": "boom again"})
+    settle()
+    sp.scan_jobs(spool)
+    retry_job(spool, "done")  # touches jobs/: the next scan is a full one
+    assert [j.id for j in sp.queued_jobs(spool, sp.scan_jobs(spool))] == ["done"]
+    (spool.incoming / "late.yaml").write_bytes(VALID)
+    accept_drop(spool, spool.incoming / "late.yaml")
+    assert "late" in {f.id for f in sp.scan_jobs(spool)}
+
+
 # --- Racing daemons ----------------------------------------------------------------------------
 
 
