@@ -192,12 +192,11 @@ class Daemon:
         if self.slurm is not None:
             self.slurm.poll({job_id: run.process for job_id, run in self.running.items()})
         self.reap()
-        # Claim before the slower scans, so a drop that woke us is claimed at once. Mode
-        # matching uses the daemons read one rescan ago (heartbeats are seconds apart anyway);
-        # a reclaim below wakes the loop again, and that rescan claims what it freed.
+        # Mode matching needs the live daemons as they are now: a GPU daemon that started a
+        # moment before a drop takes its auto job (a few small files: well under a millisecond).
+        self.live_daemons = sp.read_daemons(self.spool, self.judge)
         if not self.stopping:
             self.claim_jobs(folders)
-        self.live_daemons = sp.read_daemons(self.spool, self.judge)
         self.reclaim_dead(folders)
         self.enforce_cancels()
 
