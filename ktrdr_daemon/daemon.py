@@ -34,7 +34,7 @@ from ktrdr_daemon.settings import Settings
 from ktrdr_daemon.slurm import SlurmBackend, SlurmOptions
 from ktrdr_daemon.validate import validate_job
 from ktrdr_daemon.watcher import SpoolWatcher
-from pipeline.device import describe_device, select_device
+from pipeline.errors import PipelineError
 
 log = logging.getLogger("ktrdr_daemon")
 
@@ -118,18 +118,34 @@ class Daemon:
         if self.slurm is not None:
             self._start_serving(self.slurm.device_info())  # jobs prove their device on the nodes
             return
-        # The fork server imports torch while we prove the device: both start-up costs overlap.
+        # The fork server imports torch once; the device is proven in a child of it (a real
+        # allocation), so this process never loads torch. ensure_running returns before the
+        # server is ready (seconds on a busy box); the first worker would wait for it between
+        # its claim and its start, and a claim not beaten for t_fence is fenced: the probe
+        # also makes "serving" mean ready.
         self.context = mp.get_context("forkserver")
         self.context.set_forkserver_preload(["ktrdr_daemon.preload"])
         forkserver.ensure_running()
-        device = select_device(self.settings.device)  # a real allocation proves a GPU
-        # ensure_running returns before the server has imported torch (seconds on a busy box);
-        # the first worker would wait for it between its claim and its start, and a claim not
-        # beaten for t_fence is fenced. A no-op process now makes "serving" mean ready.
-        warm = self.context.Process(target=os.getpid, name="ktrdr-forkserver-warm-up")
-        warm.start()
-        warm.join()
-        self._start_serving(describe_device(device))
+        self._start_serving(self._probe_device())
+
+    def _probe_device(self) -> dict[str, Any]:
+        reader, writer = self.context.Pipe(duplex=False)
+        probe = self.context.Process(target=wk.probe_device, args=(self.settings.device, writer),
+                                     name="ktrdr-device-probe")
+        probe.start()
+        writer.close()
+        try:
+            status, value = reader.recv()
+        except EOFError:
+            probe.join()
+            raise PipelineError(f"the device probe for {self.settings.device!r} "
+                                f"{describe_exit(probe.exitcode)}") from None
+        finally:
+            reader.close()
+        probe.join()
+        if status != "ok":
+            raise PipelineError(value)
+        return value
 
     def _start_serving(self, device: dict[str, Any]) -> None:
         self.device = device

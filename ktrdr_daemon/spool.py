@@ -1159,7 +1159,8 @@ def try_claim(
     used, reason = _budget(attempts_dir, found)
     limit = max_attempts or (job.get("execution") or {}).get("max_attempts", DEFAULT_MAX_ATTEMPTS)
     if used >= limit:
-        message = f"gave up after {used} attempts: {reason}"
+        source = job.get("source") or job_id  # the file the user dropped
+        message = f"{source}: gave up after {used} attempts: {reason}"
         write_result(
             spool,
             job_id,

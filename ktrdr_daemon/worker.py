@@ -15,6 +15,12 @@ Everything else a worker needs to know is in files: the job, the cancel marker, 
 
 A Slurm job (``ktrdr_daemon.slurm``) runs the same attempt through :func:`run_with`, with a lease
 file in place of the pipe: the liveness source is the only difference.
+
+torch and the training pipeline are imported where they are used, not at the top: the daemon
+imports this module for its task and exit codes and must stay free of torch (its start, memory
+and, above all, its exit: tearing down an interpreter that loaded torch costs ~0.4 s of CPU,
+seconds on a loaded box, out of the 10 s a SIGTERM allows). The fork server imports them all
+once (:mod:`ktrdr_daemon.preload`), so a worker finds them loaded.
 """
 
 from __future__ import annotations
@@ -28,16 +34,15 @@ import traceback
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any, Protocol
-
-import torch
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ktrdr_daemon import spool as sp
 from ktrdr_daemon.progress import ProgressWriter
 from pipeline.errors import Cancelled, HandedBack, PipelineError
 from pipeline.job import load_job
-from pipeline.run import run_training
-from pipeline.store import ModelStore
+
+if TYPE_CHECKING:
+    from pipeline.store import ModelStore
 
 # Exit codes the daemon reads. Anything else (a crash, a signal) fails the attempt.
 EXIT_DONE = 0  # a result was written (or another writer's result stands)
@@ -155,9 +160,14 @@ def _train(task: WorkerTask, spool: sp.Spool, claim: sp.Claim, stop: WorkerStop,
         if not (liveness.fresh() and claim.still_current()):
             raise Fenced()
 
+    import torch
+
+    from pipeline.run import run_training
+    from pipeline.store import ModelStore
+
     torch.set_num_threads(task.threads)
+    job_file = sp.read_job(spool, task.job_id) or {}
     try:
-        job_file = sp.read_job(spool, task.job_id) or {}
         job = load_job({"strategy": job_file.get("strategy")}, source_name=task.job_id,
                        strict=task.strict)
         models = ModelStore(Path(task.models_root))
@@ -193,7 +203,9 @@ def _train(task: WorkerTask, spool: sp.Spool, claim: sp.Claim, stop: WorkerStop,
             return _cancelled(spool, claim, progress)
         return EXIT_FENCED
     except PipelineError as exc:  # bad data or strategy: another attempt would fail the same way
-        error = {"message": str(exc), "where": progress.snapshot.get("phase") or "start"}
+        source = str(job_file.get("source") or task.job_id)  # the file the user dropped
+        message = str(exc) if source in str(exc) else f"{source}: {exc}"
+        error = {"message": message, "where": progress.snapshot.get("phase") or "start"}
         if sp.write_result(spool, task.job_id, "failed", claim, error=error,
                            device=task.device):
             progress.set_state("failed", error=error)
@@ -223,6 +235,8 @@ def _complete(spool: sp.Spool, claim: sp.Claim, progress: ProgressWriter, model_
         return EXIT_DONE
     if os.path.lexists(spool.job_dir(task.job_id) / sp.CANCEL) and claim.still_owner():
         # Cancelled between the publish and the result: withdraw the version, end cancelled.
+        from pipeline.store import ModelStore
+
         ModelStore(Path(task.models_root)).delete(model_path)
         return _cancelled(spool, claim, progress)
     return EXIT_FENCED
@@ -250,6 +264,8 @@ def save_checkpoint(spool: sp.Spool, job_dir: Path, state: dict[str, Any]) -> No
     """Replace ``checkpoint/state.pt`` atomically (write in tmp/, rename): a reader never sees
     half a file. No fsync: this runs every epoch, a process crash keeps the renamed file, and
     after a power loss a torn checkpoint only means training starts over (see load)."""
+    import torch
+
     folder = job_dir / CHECKPOINT
     folder.mkdir(exist_ok=True)
     tmp = spool.tmp / f"{job_dir.name}.checkpoint.{os.getpid()}.tmp"
@@ -262,6 +278,8 @@ def load_checkpoint(job_dir: Path, progress: ProgressWriter | None = None) -> di
     """The last checkpoint, loaded without unpickling (``weights_only=True``), or None.
 
     An unreadable checkpoint is reported and ignored: starting over is always correct."""
+    import torch
+
     path = job_dir / CHECKPOINT / CHECKPOINT_FILE
     if not path.is_file():
         return None
@@ -277,6 +295,11 @@ def load_checkpoint(job_dir: Path, progress: ProgressWriter | None = None) -> di
 def warm_up() -> None:
     """Run once in the fork server: import what torch and matplotlib load lazily (the Adam
     optimizer pulls in torch._dynamo, ~2 s; the report needs matplotlib), so no job pays it."""
+    import torch
+
+    import pipeline.run  # noqa: F401  (the whole pipeline, torch included)
+    import pipeline.store  # noqa: F401
+
     model = torch.nn.Linear(2, 3)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     model(torch.zeros(1, 2)).sum().backward()
@@ -294,3 +317,15 @@ def warm_up() -> None:
 
 def _resumed_epoch(state: dict[str, Any] | None) -> int | None:
     return None if state is None else int(state.get("epoch", 0))
+
+
+def probe_device(requested: str, conn: Connection) -> None:
+    """Run in a fork-server child at daemon start: prove the device with a real allocation and
+    send its description (or the error) back, so the daemon itself never imports torch."""
+    from pipeline.device import describe_device, select_device
+
+    try:
+        conn.send(("ok", describe_device(select_device(requested))))
+    except PipelineError as exc:
+        conn.send(("error", str(exc)))
+    conn.close()

@@ -134,6 +134,7 @@ def test_tail_exit_status_completed_and_failed(served) -> None:
     assert bad.returncode == 1
     last = json.loads(out.splitlines()[-1])
     assert last["state"] == "failed" and "NOPE" in last["error"]["message"]
+    assert last["error"]["message"].startswith("bad.yaml: ")  # names the file, as users drop many
 
 
 def test_ls_and_show(served) -> None:

@@ -173,7 +173,7 @@ def test_a_worker_that_always_dies_gives_up_after_max_attempts(shared: Site) -> 
         os.kill(daemon.worker_pid(job_id, attempt), signal.SIGKILL)
     result = shared.wait_result(job_id, timeout=60)
     assert result["state"] == "failed", shared.explain(job_id)
-    assert "gave up after 2 attempts" in result["error"]["message"]
+    assert "always-dies.yaml: gave up after 2 attempts" in result["error"]["message"]
     assert "SIGKILL" in result["error"]["message"]
     assert shared.attempt_files(job_id) == ["1.beat", "1.claim", "1.end", "2.beat", "2.claim",
                                             "2.end"]

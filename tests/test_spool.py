@@ -501,7 +501,8 @@ def test_attempts_are_bounded_and_hand_backs_do_not_count(spool: Spool, me) -> N
     assert try_claim(spool, job_id, me) is None
     result = read_result(spool, job_id)
     assert result["state"] == "failed"
-    assert result["error"]["message"] == "gave up after 2 attempts: worker killed: out of memory"
+    assert result["error"]["message"] == (
+        "job.yaml: gave up after 2 attempts: worker killed: out of memory")
 
 
 def test_cancel_a_queued_job_and_a_running_one(spool: Spool, me) -> None:
