@@ -51,6 +51,10 @@ DAEMON_ID = "bench-cpu"
 LONG_JOB = {"strategy": "rsi_minimal.yaml", "seed": 7,
             "overrides": {"training": {"epochs": 200, "batch_size": 16}}}
 WALL_JOB = {"strategy": "multi_indicator.yaml", "seed": 7}  # its own 30 epochs, early stopping
+# The same strategy trained 150 epochs (no early stop): a job of ~8 s rather than ~1.5 s, so the
+# daemon's fixed per-job cost is seen against a job closer to real ones.
+LONG_WALL_JOB = {"strategy": "multi_indicator.yaml", "seed": 7, "overrides": {"training": {
+    "epochs": 150, "early_stopping": {"patience": 1000}}}}
 
 # --- watching the spool from outside: inotify through ctypes ---------------------------------
 
@@ -358,16 +362,17 @@ def bench_inproc(root: Path, strategies: Path, repeats: int) -> dict[str, Any]:
             "load": f"{load_before} -> {load()}"}
 
 
-def bench_wall(site: Site, repeats: int) -> dict[str, Any]:
+def bench_wall(site: Site, repeats: int, job: dict[str, Any] = WALL_JOB,
+               tag: str = "wall") -> dict[str, Any]:
     daemon, direct, cold = [], [], []
     load_before = load()
-    job_file = site.root / "wall-job.yaml"
-    job_file.write_text(json.dumps(WALL_JOB) + "\n")
+    job_file = site.root / f"{tag}-job.yaml"
+    job_file.write_text(json.dumps(job) + "\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("KTRDR_")}
     env["PYTHONPATH"] = str(REPO)
     for i in range(repeats):
-        job_id = f"wall-{i:02d}"
-        site.drop(job_id, WALL_JOB)
+        job_id = f"{tag}-{i:02d}"
+        site.drop(job_id, job)
         t_claim = site.wait_claim(job_id)
         t_done = site.wait_result(job_id)
         result = read_json(site.job_dir(job_id) / sp.RESULT)
@@ -568,6 +573,13 @@ def report(r: dict[str, Any], quick: bool) -> str:
         "ratio of "
         f"medians {wall['ratio_of_medians']}x | <= 1.01x | "
         f"{goal(wall['ratio_of_medians'] <= 1.01)} | |",
+        f"| 4c. the same job trained 150 epochs: daemon (claim -> result.json) | "
+        f"{fmt(r['wall_long']['daemon'], 's')} | | | {r['wall_long']['load']} |",
+        f"| 4c. warmed fresh process | {fmt(r['wall_long']['direct'], 's')} | | | |",
+        f"| 4c. ratio daemon / warmed fresh process (per pair) | "
+        f"{fmt(r['wall_long']['ratio'], 'x')}; ratio of medians "
+        f"{r['wall_long']['ratio_of_medians']}x | <= 1.01x | "
+        f"{goal(r['wall_long']['ratio_of_medians'] <= 1.01)} | |",
         f"| 4b. in one warmed process: run with progress files + epoch checkpoints / plain "
         f"run (per pair) | {fmt(r['inproc']['ratio'], 'x')}; ratio of medians "
         f"{r['inproc']['ratio_of_medians']}x (plain p50 {r['inproc']['plain']['p50']} s) | "
@@ -639,6 +651,8 @@ def main() -> None:
             r["b2b"] = bench_back_to_back(site, b2b)
             print(f"4. wall time, {repeats} pairs; load {load()}", flush=True)
             r["wall"] = bench_wall(site, repeats)
+            print(f"4c. wall time, a longer job, {repeats} pairs; load {load()}", flush=True)
+            r["wall_long"] = bench_wall(site, repeats, LONG_WALL_JOB, "long")
             print(f"4b. in process, {2 * repeats} pairs; load {load()}", flush=True)
             r["inproc"] = bench_inproc(site.root, site.strategies, 2 * repeats)
         finally:

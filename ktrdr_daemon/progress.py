@@ -105,8 +105,10 @@ class ProgressWriter:
             snap.update(step=event["step"], phase=event["name"], message=event["message"])
             snap["percent"] = self._step_percent(event["step"])
             self.log(event["message"])
-        elif kind == "substep":
+        elif kind == "substep":  # a detail line of the log: progress.json has nothing new
             self.log(f"   {event['message']}")
+            self._append_event(event)
+            return
         elif kind == "warning":
             snap["warnings"].append(event["message"])
             self.log(f"   warning: {event['message']}")
