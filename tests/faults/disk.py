@@ -1,6 +1,6 @@
 """A full disk under the spool and the model store.
 
-Both live on one small tmpfs (``mount -t tmpfs -o size=4m``; it needs root, else the scenario is
+Both live on one small tmpfs (``mount -t tmpfs -o size=32m``; it needs root, else the scenario is
 skipped with the reason). For each point (a checkpoint write, model saving, result writing) a
 job is run until it reaches that point, then the disk is filled to the last byte by a filler
 file, held full for a moment, and freed. Promises:
@@ -32,7 +32,7 @@ from typing import Any
 from .harness import Daemon, Site, check_job, check_store, job_text, wait_point
 
 POINTS = ("checkpoint", "publish", "result")
-SIZE = "4m"
+SIZE = "32m"  # room for the versions and logs of 30+ rounds; the filler takes the rest
 
 
 def mount_small(folder: Path) -> str | None:
