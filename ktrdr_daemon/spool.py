@@ -48,6 +48,7 @@ from typing import Any, Literal
 
 import yaml
 
+from pipeline import safe_yaml
 from pipeline.job import EXECUTION_DEFAULTS, parse_execution
 
 try:  # psutil is optional: /proc answers the same questions on Linux
@@ -256,7 +257,7 @@ class JobFileError(ValueError):
             super().__init__(f"{source}: {len(errors)} errors\n  " + "\n  ".join(errors))
 
 
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_Loader = safe_yaml.LOADER
 
 
 def _check_expansion(root: yaml.Node) -> None:
@@ -549,7 +550,7 @@ def finish_accept(
             job[key] = value
     if warnings:
         job["warnings"] = list(warnings)
-    text = yaml.safe_dump(job, sort_keys=False, allow_unicode=True)
+    text = safe_yaml.dump(job)
     publish_exclusive(spool.tmp, job_dir / JOB, text.encode())
     return "queued"
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from pipeline import safe_yaml
 from pipeline.errors import StrategyError
 from pipeline.strategy import Strategy, deep_merge, is_v3_strategy, load_strategy
 
@@ -43,9 +44,10 @@ class Job:
 
 
 def parse_yaml(text: bytes | str, source: str) -> Any:
-    """``yaml.safe_load`` with a message that names the file and the line of the problem."""
+    """The safe loader (:mod:`pipeline.safe_yaml`), with a message that names the file and the
+    line of the problem."""
     try:
-        return yaml.safe_load(text)
+        return safe_yaml.load(text)
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""

@@ -25,6 +25,7 @@ from typing import Any
 
 import yaml
 
+from pipeline import safe_yaml
 from pipeline.errors import StrategyError
 from pipeline.fuzzy import MEMBERSHIP_PARAM_COUNTS
 from pipeline.indicators import indicator_names, indicator_spec
@@ -157,7 +158,7 @@ def _read_yaml(path: Path) -> Any:
     except (OSError, UnicodeDecodeError) as exc:
         raise StrategyError([f"(file): cannot read it: {exc}"], str(path)) from None
     try:
-        return yaml.safe_load(text)
+        return safe_yaml.load(text)
     except yaml.YAMLError as exc:
         raise StrategyError([f"(file): not valid YAML: {exc}"], str(path)) from None
 
