@@ -14,6 +14,7 @@ Both states travel in every checkpoint, so a resumed run continues exactly where
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import time
@@ -26,12 +27,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pipeline.checkpoint import pack, unpack
 from pipeline.errors import Cancelled, HandedBack, PipelineError
 from pipeline.events import OnEvent
 from pipeline.model import NUM_CLASSES
 from pipeline.stop import StopSource
 
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2  # 2: tensors packed (pipeline.checkpoint), history as JSON text
 
 
 def seed_everything(seed: int) -> None:
@@ -127,18 +129,6 @@ def _criterion(config: TrainingConfig, weights: Tensor) -> Callable[[Tensor, Ten
     return nn.CrossEntropyLoss(weight=weights)
 
 
-def _to_cpu(value: Any) -> Any:
-    """A deep copy with every tensor on the CPU: checkpoints must outlive the next step (the
-    optimizer updates its tensors in place) and load on a machine without the GPU."""
-    if isinstance(value, Tensor):
-        return value.detach().to("cpu", copy=True)
-    if isinstance(value, Mapping):
-        return {k: _to_cpu(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return type(value)(_to_cpu(v) for v in value)
-    return value
-
-
 def _device_rng_state(device: torch.device) -> Tensor | None:
     if device.type == "cuda":
         return torch.cuda.get_rng_state(device)
@@ -222,7 +212,10 @@ def train_model(
     if resume is not None:
         p = _restore(resume, model, optimizer, generator, device)
 
+    history_json: list[str] = []  # each epoch's record encoded once, not once per checkpoint
+
     def checkpoint() -> dict:
+        history_json.extend(json.dumps(h) for h in p.history[len(history_json):])
         return {
             "version": CHECKPOINT_VERSION,
             "epoch": p.epoch,
@@ -231,23 +224,29 @@ def train_model(
             "loss_sum": p.loss_sum,
             "correct": p.correct,
             "seen": p.seen,
-            "model": _to_cpu(model.state_dict()),
-            "optimizer": _to_cpu(optimizer.state_dict()),
-            "generator": generator.get_state(),
-            "torch_rng": torch.get_rng_state(),
+            # Every tensor in a few flat ones (pipeline.checkpoint): this runs every epoch.
+            "tensors": pack({
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "best_model": p.best_model,
+                "generator": generator.get_state(),
+                "torch_rng": torch.get_rng_state(),
+                "device_rng": _device_rng_state(device),
+            }),
             "device_type": device.type,
-            "device_rng": _device_rng_state(device),
-            "best_model": _to_cpu(p.best_model),
             "best_epoch": p.best_epoch,
             "best_val_loss": p.best_val_loss,
             "patience_counter": p.patience_counter,
             "patience_best": p.patience_best,
             "stopped_early": p.stopped_early,
-            "history": [dict(h) for h in p.history],
+            "history": "[" + ",".join(history_json) + "]",
             "train_seconds": p.train_seconds + (time.monotonic() - started),
             "samples_seen": p.samples_seen,
         }
 
+    # A batch event at most every batch_event_interval, counted from any event: an epoch's
+    # event stands for its last batch, and short epochs send no batch events at all.
+    last_event = -math.inf
     while p.epoch < config.epochs and not p.stopped_early:
         epoch_started = time.monotonic()
         if p.permutation is None:
@@ -257,7 +256,6 @@ def train_model(
         # Running sums stay on the device so a batch never waits for the GPU.
         loss_sum = torch.tensor(p.loss_sum, dtype=torch.float32, device=device)
         correct = torch.tensor(p.correct, dtype=torch.int64, device=device)
-        last_event = -math.inf
         model.train()
         for b in range(p.batch, batches):
             if stop is not None and (why := stop.reason()) is not None:
@@ -281,7 +279,7 @@ def train_model(
             p.samples_seen += len(yb)
             if on_event is not None:
                 now = time.monotonic()
-                if now - last_event >= batch_event_interval or b == batches - 1:
+                if now - last_event >= batch_event_interval:
                     last_event = now
                     on_event(
                         {
@@ -319,6 +317,7 @@ def train_model(
         }
         p.history.append(record)
         if on_event is not None:
+            last_event = time.monotonic()
             on_event(
                 {
                     "type": "epoch",
@@ -379,13 +378,14 @@ def _restore(
             f"checkpoint version {state.get('version')!r} is not supported "
             f"(expected {CHECKPOINT_VERSION}); start the job afresh"
         )
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    generator.set_state(state["generator"])
-    torch.set_rng_state(state["torch_rng"])
+    tensors = unpack(state["tensors"])
+    model.load_state_dict(tensors["model"])
+    optimizer.load_state_dict(tensors["optimizer"])
+    generator.set_state(tensors["generator"])
+    torch.set_rng_state(tensors["torch_rng"])
     if state.get("device_type") == device.type:  # another kind of device has another RNG
-        _set_device_rng_state(device, state.get("device_rng"))
-    best = state.get("best_model")
+        _set_device_rng_state(device, tensors.get("device_rng"))
+    best = tensors.get("best_model")
     permutation = state.get("permutation")
     return _Progress(
         epoch=int(state["epoch"]),
@@ -400,7 +400,7 @@ def _restore(
         patience_counter=int(state["patience_counter"]),
         patience_best=float(state["patience_best"]),
         stopped_early=bool(state["stopped_early"]),
-        history=[dict(h) for h in state["history"]],
+        history=json.loads(state["history"]),
         train_seconds=float(state["train_seconds"]),
         samples_seen=int(state["samples_seen"]),
     )
