@@ -332,7 +332,8 @@ for i in range(int(sys.argv[4])):
             progress = ProgressWriter(job_dir, spool.tmp, job_id=f"j{i}", attempt=1,
                                       daemon="bench", host="bench", device="cpu")
             extra = dict(on_event=progress,
-                         on_checkpoint=lambda state, d=job_dir: save_checkpoint(spool, d, state))
+                         on_checkpoint=lambda state, d=job_dir, p=progress: save_checkpoint(
+                             p.files, d, state))
         t0 = time.perf_counter()
         run_training(job, data_root=default_data_root(), models_root=root / "models-inproc",
                      device="cpu", threads=1, **extra)

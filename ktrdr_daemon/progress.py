@@ -6,6 +6,8 @@
 - ``log.txt``: the human log, numbered steps with indented sub-steps.
 
 The writer is identical whichever daemon (or ``train``) runs the job, so readers see one format.
+Its files are written by a :class:`~ktrdr_daemon.file_writer.FileWriter` thread, so the training
+loop never waits on the disk; :meth:`ProgressWriter.close` (or ``files.flush()``) waits for them.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ktrdr_daemon.file_writer import FileWriter
 from pipeline.events import STEPS
 
 SCHEMA = 1
@@ -94,8 +97,10 @@ class ProgressWriter:
         self.snapshot = initial_snapshot(job_id, attempt, daemon, host, device)
         self._last_write = 0.0
         self._train_started: float | None = None
-        self._events = open(job_dir / "events.jsonl", "a", encoding="utf-8")  # noqa: SIM115
-        self._log = open(job_dir / "log.txt", "a", encoding="utf-8")  # noqa: SIM115
+        self.files = FileWriter(tmp_dir)  # the worker's checkpoints go through it too
+        self._progress = job_dir / "progress.json"
+        self._events = job_dir / "events.jsonl"
+        self._log = job_dir / "log.txt"
 
     # -- the pipeline callback -------------------------------------------------------------
     def __call__(self, event: dict[str, Any]) -> None:
@@ -127,7 +132,7 @@ class ProgressWriter:
                 f"val_acc {event['val_accuracy']:.3f} ({event['duration']:.2f}s)")
         if kind != "batch":
             self._append_event(event)
-        self.flush()
+        self._write_snapshot()
 
     # -- state changes written by the worker or the daemon ----------------------------------
     def set_state(self, state: str, **fields: Any) -> None:
@@ -138,17 +143,17 @@ class ProgressWriter:
         self._append_event({"type": "state", "state": state, **fields})
         self.log(f"[{state}]" + (f" {fields['error']['message']}"
                                         if fields.get("error") else ""))
-        self.flush()
+        self._write_snapshot()
 
-    def flush(self) -> None:
+    def _write_snapshot(self) -> None:
         self.snapshot["updated_at"] = utc_now()
-        data = json.dumps(self.snapshot, separators=(",", ":")).encode()
-        write_atomic(self.tmp_dir, self.job_dir / "progress.json", data)
+        self.files.replace(self._progress, json.dumps(self.snapshot, separators=(",", ":"))
+                           .encode())
         self._last_write = time.monotonic()
 
     def close(self) -> None:
-        self._events.close()
-        self._log.close()
+        """Wait until every file handed to the writer thread is written (raises its error)."""
+        self.files.close()
 
     # -- helpers ---------------------------------------------------------------------------
     def _training(self, event: dict[str, Any]) -> None:
@@ -175,10 +180,9 @@ class ProgressWriter:
         return round(_TRAIN_END + (100 - _TRAIN_END) * (step - 8) / 5, 1)
 
     def _append_event(self, event: dict[str, Any]) -> None:
-        self._events.write(json.dumps({"at": utc_now(), **event}, default=str) + "\n")
-        self._events.flush()
+        line = json.dumps({"at": utc_now(), **event}, default=str) + "\n"
+        self.files.append(self._events, line.encode())
 
     def log(self, line: str) -> None:
         """Append a line to ``log.txt`` (the daemon's own notes go here too)."""
-        self._log.write(line + "\n")
-        self._log.flush()
+        self.files.append(self._log, (line + "\n").encode())

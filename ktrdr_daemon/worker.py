@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ktrdr_daemon import spool as sp
+from ktrdr_daemon.file_writer import FileWriter
 from ktrdr_daemon.progress import ProgressWriter
 from pipeline.errors import Cancelled, HandedBack, PipelineError
 from pipeline.job import load_job
@@ -185,12 +186,13 @@ def _train(task: WorkerTask, spool: sp.Spool, claim: sp.Claim, stop: WorkerStop,
             job, data_root=Path(task.data_root), models_root=Path(task.models_root),
             device=task.device, threads=task.threads, job_id=task.job_id, on_event=progress,
             stop=stop, resume=resume,
-            on_checkpoint=lambda state: save_checkpoint(spool, job_dir, state),
+            on_checkpoint=lambda state: save_checkpoint(progress.files, job_dir, state),
             before_publish=before_publish,
         )
     except Cancelled:
         return _cancelled(spool, claim, progress)
     except HandedBack:
+        progress.files.flush()  # the hand-back checkpoint is on disk before anyone resumes it
         if task.executor == "slurm":  # Slurm requeues this very job: the attempt stays open
             progress.set_state("queued", message="stopped by Slurm (requeue, preemption or "
                                "time limit); resumes from the checkpoint")
@@ -260,31 +262,38 @@ def _published_version(models: ModelStore, strategy: str, job_id: str) -> Path |
     return None
 
 
-def save_checkpoint(spool: sp.Spool, job_dir: Path, state: dict[str, Any]) -> None:
-    """Replace ``checkpoint/state.pt`` atomically (write in tmp/, rename): a reader never sees
-    half a file. No fsync: this runs every epoch, a process crash keeps the renamed file, and
-    after a power loss a torn checkpoint only means training starts over (see load)."""
-    import torch
+def save_checkpoint(files: FileWriter, job_dir: Path, state: dict[str, Any]) -> None:
+    """Have ``checkpoint/state.pt`` replaced atomically (written in tmp/, renamed) by the job's
+    writer thread: a reader never sees half a file, and training does not wait for the disk.
+    No fsync: this runs every epoch, a process crash keeps the renamed file, and after a power
+    loss a torn checkpoint only means training starts over (see load). Whoever hands the
+    attempt back flushes ``files`` first, so the next attempt finds this very checkpoint."""
+    from pipeline.checkpoint import to_bytes
 
     folder = job_dir / CHECKPOINT
     folder.mkdir(exist_ok=True)
-    tmp = spool.tmp / f"{job_dir.name}.checkpoint.{os.getpid()}.tmp"
-    with open(tmp, "wb") as handle:
-        torch.save(state, handle)
-    os.replace(tmp, folder / CHECKPOINT_FILE)
+    # Serialized on the writer thread too: ``state`` is the trainer's own copy.
+    files.replace(folder / CHECKPOINT_FILE, lambda: to_bytes(state))
 
 
 def load_checkpoint(job_dir: Path, progress: ProgressWriter | None = None) -> dict[str, Any] | None:
     """The last checkpoint, loaded without unpickling (``weights_only=True``), or None.
 
-    An unreadable checkpoint is reported and ignored: starting over is always correct."""
-    import torch
+    An unreadable checkpoint, or one an older version wrote, is reported and ignored: starting
+    over is always correct."""
+    from pipeline.checkpoint import from_bytes
+    from pipeline.trainer import CHECKPOINT_VERSION
 
     path = job_dir / CHECKPOINT / CHECKPOINT_FILE
     if not path.is_file():
         return None
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        state = from_bytes(path.read_bytes())
+        if not isinstance(state, dict) or state.get("version") != CHECKPOINT_VERSION:
+            version = state.get("version") if isinstance(state, dict) else None
+            raise ValueError(f"format version {version!r}, this version reads "
+                             f"{CHECKPOINT_VERSION}")
+        return state
     except Exception as exc:  # torn or foreign file: never trust it, never unpickle it
         if progress is not None:
             progress({"type": "warning",

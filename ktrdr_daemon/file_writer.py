@@ -1,0 +1,123 @@
+"""A job's files written on a thread of their own, so training never waits on the disk.
+
+A running job replaces ``progress.json`` and its checkpoint after every epoch. Each atomic
+replace (write a temporary file, rename it over the old one) costs ~0.3 ms on ext4, which starts
+writing the new file's blocks at the rename (``auto_da_alloc``): with epochs of 50-100 ms that
+alone was ~1 % of a job. The training thread hands the bytes over and goes on; this thread does
+the system calls, which release the GIL, on the other core.
+
+Order is kept: files are written in the order they were handed over. A replace supersedes a
+pending replace of the same file (only the latest snapshot matters). :meth:`FileWriter.flush`
+waits until everything handed over is on disk, and raises the first error (a full disk) in the
+caller's thread, so failures still fail the attempt, one write later than before at most.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+
+Data = bytes | Callable[[], bytes]  # the bytes, or how to make them (then done on the thread)
+
+
+class FileWriter:
+    """Replaces and appends, done in order on one background thread."""
+
+    def __init__(self, tmp_dir: Path, name: str = "job-files") -> None:
+        self.tmp_dir = tmp_dir
+        self._pending: deque[tuple[str, Path, Data]] = deque()
+        self._cond = threading.Condition()
+        self._busy = False
+        self._closed = False
+        self._error: BaseException | None = None
+        self._appending: dict[Path, int] = {}  # path -> file descriptor opened O_APPEND
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    # -- the caller's side ----------------------------------------------------------------
+    def replace(self, path: Path, data: Data) -> None:
+        """Atomically replace ``path`` with ``data`` (readers see the old or the new file).
+
+        ``data`` may be a function that makes the bytes (serializing a checkpoint): it then
+        runs on the writing thread, and only if no newer replace of ``path`` supersedes it."""
+        with self._cond:
+            self._raise_error()
+            for item in self._pending:
+                if item[0] == "replace" and item[1] == path:
+                    self._pending.remove(item)  # superseded: only the latest snapshot matters
+                    break
+            self._pending.append(("replace", path, data))
+            self._cond.notify()
+
+    def append(self, path: Path, data: bytes) -> None:
+        """Append ``data`` to ``path`` (created if missing)."""
+        with self._cond:
+            self._raise_error()
+            self._pending.append(("append", path, data))
+            self._cond.notify()
+
+    def flush(self) -> None:
+        """Wait until everything handed over is written; raise the first write error."""
+        with self._cond:
+            while (self._pending or self._busy) and self._error is None:
+                self._cond.wait()
+            self._raise_error()
+
+    def close(self) -> None:
+        """Flush, stop the thread and close the files kept open for appending."""
+        try:
+            self.flush()
+        finally:
+            with self._cond:
+                self._closed = True
+                self._cond.notify()
+            self._thread.join()
+            for fd in self._appending.values():
+                os.close(fd)
+            self._appending.clear()
+
+    def _raise_error(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    # -- the writing thread -----------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending and not self._closed:
+                    self._cond.wait()
+                if not self._pending:
+                    return  # closed and drained
+                kind, path, data = self._pending.popleft()
+                self._busy = True
+            try:
+                if kind == "replace":
+                    self._replace(path, data() if callable(data) else data)
+                else:
+                    self._append(path, data)  # type: ignore[arg-type]
+            except BaseException as error:  # kept for the caller: flush() raises it
+                with self._cond:
+                    self._error = self._error or error
+                    self._pending.clear()
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
+
+    def _replace(self, path: Path, data: bytes) -> None:
+        # No fsync: these files are refreshed every epoch; durability is for results.
+        tmp = self.tmp_dir / f"{path.parent.name}.{path.name}.{os.getpid()}.tmp"
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+
+    def _append(self, path: Path, data: bytes) -> None:
+        fd = self._appending.get(path)
+        if fd is None:
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            self._appending[path] = fd
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
