@@ -122,6 +122,17 @@ def run_attempt(task: WorkerTask, conn: Connection) -> None:
     os._exit(_attempt(task, conn))
 
 
+def run_spare(conn: Connection) -> None:
+    """A worker forked before it is needed: it waits for its task on the lifeline, so a claimed
+    job starts without a fork (~20 ms). The daemon gone or stopping (end of file): exit."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the daemon's to handle
+    try:
+        task = conn.recv()
+    except (EOFError, OSError):
+        os._exit(EXIT_ORPHANED)
+    run_attempt(task, conn)
+
+
 class Liveness(Protocol):
     """Says whether the daemon still holds this attempt: the lifeline here, a lease in Slurm."""
 
