@@ -184,7 +184,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             thread.start()
             followers.append(thread)
     else:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
+        logging.basicConfig(level=logging.INFO,
+                            format="%(asctime)s.%(msecs)03d %(levelname)s %(message)s",
                             datefmt="%Y-%m-%dT%H:%M:%S")
     status = Daemon(settings, once=args.once, on_job_start=on_job_start,
                     slurm=_slurm_options(args, settings)).serve()

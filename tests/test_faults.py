@@ -41,6 +41,16 @@ def test_sigterm_while_the_model_is_saved_exits_within_10_s(tmp_path: Path, seed
     assert not any(r.violations for r in results), _report(results)
 
 
+def test_overlap_counts_a_worker_from_its_start_not_from_its_fork() -> None:
+    """A daemon forks a spare worker ahead of its job: alive beside the previous attempt's
+    worker is fine until the daemon logs that it started the next attempt in it."""
+    workers = {10: ("job", 1, 100.0), 11: ("job", 2, 105.0), 12: ("other", 1, 90.0)}
+    alive = frozenset({10, 11, 12})
+    assert harness.check_overlap([harness.Snapshot(101.0, 104.9, alive)], workers) == []
+    assert harness.check_overlap([harness.Snapshot(101.0, 105.2, alive)], workers) == [
+        "job: attempts [1, 2] alive at once"]
+
+
 @pytest.fixture(scope="module")
 def fuzzer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[fuzz.Fuzzer]:
     f = fuzz.Fuzzer(tmp_path_factory.mktemp("fuzz"))

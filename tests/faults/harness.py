@@ -70,7 +70,10 @@ START_TIMEOUT_S = 180.0  # torch imports on a busy 2-core machine
 JOB_TIMEOUT_S = 240.0
 ORPHAN_GRACE_S = 10.0
 _VERSION = re.compile(r"[A-Za-z0-9]+_v\d+")
-_STARTED = re.compile(r"(\S+): attempt (\d+) started \(pid (\d+)\)")
+# The daemon's log line (asctime, local time) for each attempt it starts: a worker may be
+# forked ahead of its job (a spare), so it runs attempt n only from this line on.
+_STARTED = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)\.(\d{3}) \S+ (\S+): attempt (\d+) "
+                      r"started \(pid (\d+)\)", re.MULTILINE)
 
 
 def job_text(epochs: int, *, seed: int = 7, batch_size: int = 16,
@@ -215,10 +218,21 @@ class Daemon:
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(10)
 
-    def worker_pids(self) -> dict[int, tuple[str, int]]:
-        """pid -> (job id, attempt), from ``<job>: attempt n started (pid P)`` log lines."""
-        return {int(m[3]): (m[1], int(m[2]))
+    def worker_pids(self) -> dict[int, tuple[str, int, float]]:
+        """pid -> (job id, attempt, wall time it started), from the daemon's ``<job>: attempt n
+        started (pid P)`` log lines."""
+        return {int(m[5]): (m[3], int(m[4]), time.mktime(time.strptime(m[1], "%Y-%m-%dT%H:%M:%S"))
+                            + int(m[2]) / 1000)
                 for m in _STARTED.finditer(self.log_text(whole=True))}
+
+
+@dataclass
+class Snapshot:
+    """Processes alive together from ``first`` to ``last`` (wall clock, like the logs)."""
+
+    first: float
+    last: float
+    alive: frozenset[int]
 
 
 class Monitor:
@@ -229,7 +243,8 @@ class Monitor:
         self.daemons: list[Daemon] = []
         self.known: dict[int, psutil.Process] = {}  # every descendant ever seen
         self.parent_of: dict[int, int] = {}  # descendant pid -> daemon pid
-        self.snapshots: list[frozenset[int]] = []  # alive sets of 2+ descendants, deduped
+        # Alive sets of 2+ descendants, each with the wall times it was first and last seen.
+        self.snapshots: list[Snapshot] = []
         self.lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="monitor", daemon=True)
@@ -245,7 +260,7 @@ class Monitor:
         with self.lock:
             self.daemons.append(daemon)
 
-    def take_snapshots(self) -> list[frozenset[int]]:
+    def take_snapshots(self) -> list[Snapshot]:
         with self.lock:
             snaps, self.snapshots = self.snapshots, []
         return snaps
@@ -265,11 +280,14 @@ class Monitor:
                         self.known[child.pid] = child
                         self.parent_of[child.pid] = d.pid
             alive = frozenset(pid for pid, p in list(self.known.items()) if _running(p))
-            if alive != last:
-                last = alive
-                if len(alive) >= 2:
-                    with self.lock:
-                        self.snapshots.append(alive)
+            now = time.time()
+            with self.lock:
+                if alive != last:
+                    last = alive
+                    if len(alive) >= 2:
+                        self.snapshots.append(Snapshot(now, now, alive))
+                elif len(alive) >= 2 and self.snapshots:
+                    self.snapshots[-1].last = now
 
     def left_behind(self, daemon_pid: int) -> list[int]:
         """Descendants of that (dead) daemon process still running."""
@@ -376,15 +394,16 @@ def check_store(site: Site) -> list[str]:
     return bad
 
 
-def check_overlap(snapshots: list[frozenset[int]], workers: dict[int, tuple[str, int]]
+def check_overlap(snapshots: list[Snapshot], workers: dict[int, tuple[str, int, float]]
                   ) -> list[str]:
-    """Two workers of one job alive in the same poll = two attempts running at once."""
+    """Two workers of one job alive in the same poll, both past their start = two attempts
+    running at once."""
     bad = set()
-    for alive in snapshots:
+    for snapshot in snapshots:
         by_job: dict[str, list[int]] = {}
-        for pid in alive:
-            if pid in workers:
-                job, attempt = workers[pid]
+        for pid in snapshot.alive:
+            if pid in workers and workers[pid][2] <= snapshot.last:
+                job, attempt, _started = workers[pid]
                 by_job.setdefault(job, []).append(attempt)
         for job, attempts in by_job.items():
             if len(attempts) > 1:
@@ -459,8 +478,8 @@ class Pool:
         self.dead_pids = keep
         return bad
 
-    def workers(self) -> dict[int, tuple[str, int]]:
-        found: dict[int, tuple[str, int]] = {}
+    def workers(self) -> dict[int, tuple[str, int, float]]:
+        found: dict[int, tuple[str, int, float]] = {}
         for d in self.all():
             found.update(d.worker_pids())
         return found
@@ -580,7 +599,7 @@ def run_trial(pool: Pool, kind: str, seed: int) -> TrialResult:
         violations.append(f"jobs not ended after {JOB_TIMEOUT_S:.0f} s: "
                           f"{sorted({target, other} - set(results))}")
     workers = pool.workers()
-    mine = [pid for pid, (job, _) in workers.items() if job in (target, other)]
+    mine = [pid for pid, (job, _, _) in workers.items() if job in (target, other)]
     if not _wait(lambda: not [p for p in mine if p in pool.monitor.known
                               and _running(pool.monitor.known[p])], ORPHAN_GRACE_S, 0.05):
         violations.append(f"workers still running {ORPHAN_GRACE_S:.0f} s after the jobs "
