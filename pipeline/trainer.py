@@ -27,13 +27,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pipeline.checkpoint import pack, unpack
+from pipeline.checkpoint import Packer, unpack
 from pipeline.errors import Cancelled, HandedBack, PipelineError
 from pipeline.events import OnEvent
 from pipeline.model import NUM_CLASSES
 from pipeline.stop import StopSource
 
-CHECKPOINT_VERSION = 2  # 2: tensors packed (pipeline.checkpoint), history as JSON text
+CHECKPOINT_VERSION = 2  # 2: packed (pipeline.checkpoint), the history as JSON text
 
 
 def seed_everything(seed: int) -> None:
@@ -213,35 +213,41 @@ def train_model(
         p = _restore(resume, model, optimizer, generator, device)
 
     history_json: list[str] = []  # each epoch's record encoded once, not once per checkpoint
+    packer = Packer()  # keeps the flat views of the tensors below from one epoch to the next
+    live_model = model.state_dict(keep_vars=True)  # the parameters themselves, not copies
 
     def checkpoint() -> dict:
         history_json.extend(json.dumps(h) for h in p.history[len(history_json):])
+        tensors, optimizer_state = _state_tensors(live_model, optimizer, p.best_model)
+        tensors["generator"] = generator.get_state()
+        tensors["torch_rng"] = torch.get_rng_state()
+        device_rng = _device_rng_state(device)
+        if device_rng is not None:
+            tensors["device_rng"] = device_rng
+        if p.permutation is not None:
+            tensors["permutation"] = p.permutation
         return {
             "version": CHECKPOINT_VERSION,
             "epoch": p.epoch,
             "batch": p.batch,
-            "permutation": None if p.permutation is None else p.permutation.clone(),
-            "loss_sum": p.loss_sum,
-            "correct": p.correct,
-            "seen": p.seen,
-            # Every tensor in a few flat ones (pipeline.checkpoint): this runs every epoch.
-            "tensors": pack({
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "best_model": p.best_model,
-                "generator": generator.get_state(),
-                "torch_rng": torch.get_rng_state(),
-                "device_rng": _device_rng_state(device),
-            }),
-            "device_type": device.type,
-            "best_epoch": p.best_epoch,
-            "best_val_loss": p.best_val_loss,
-            "patience_counter": p.patience_counter,
-            "patience_best": p.patience_best,
-            "stopped_early": p.stopped_early,
             "history": "[" + ",".join(history_json) + "]",
-            "train_seconds": p.train_seconds + (time.monotonic() - started),
-            "samples_seen": p.samples_seen,
+            # The rest in a few flat tensors and one JSON text (pipeline.checkpoint): this
+            # runs every epoch, on the training thread.
+            "state": packer.pack(tensors, {
+                "optimizer": optimizer_state,
+                "best": p.best_model is not None,
+                "device_type": device.type,
+                "loss_sum": p.loss_sum,
+                "correct": p.correct,
+                "seen": p.seen,
+                "best_epoch": p.best_epoch,
+                "best_val_loss": p.best_val_loss,
+                "patience_counter": p.patience_counter,
+                "patience_best": p.patience_best,
+                "stopped_early": p.stopped_early,
+                "train_seconds": p.train_seconds + (time.monotonic() - started),
+                "samples_seen": p.samples_seen,
+            }),
         }
 
     # A batch event at most every batch_event_interval, counted from any event: an epoch's
@@ -378,29 +384,67 @@ def _restore(
             f"checkpoint version {state.get('version')!r} is not supported "
             f"(expected {CHECKPOINT_VERSION}); start the job afresh"
         )
-    tensors = unpack(state["tensors"])
-    model.load_state_dict(tensors["model"])
-    optimizer.load_state_dict(tensors["optimizer"])
+    tensors, values = unpack(state["state"])
+    model_state, optimizer_state, best = _split_tensors(tensors, values)
+    model.load_state_dict(model_state)
+    optimizer.load_state_dict(optimizer_state)
     generator.set_state(tensors["generator"])
     torch.set_rng_state(tensors["torch_rng"])
-    if state.get("device_type") == device.type:  # another kind of device has another RNG
+    if values["device_type"] == device.type:  # another kind of device has another RNG
         _set_device_rng_state(device, tensors.get("device_rng"))
-    best = tensors.get("best_model")
-    permutation = state.get("permutation")
     return _Progress(
         epoch=int(state["epoch"]),
         batch=int(state["batch"]),
-        permutation=None if permutation is None else permutation.clone(),
-        loss_sum=float(state["loss_sum"]),
-        correct=int(state["correct"]),
-        seen=int(state["seen"]),
+        permutation=tensors.get("permutation"),
+        loss_sum=float(values["loss_sum"]),
+        correct=int(values["correct"]),
+        seen=int(values["seen"]),
         best_model=None if best is None else {k: v.to(device) for k, v in best.items()},
-        best_epoch=int(state["best_epoch"]),
-        best_val_loss=float(state["best_val_loss"]),
-        patience_counter=int(state["patience_counter"]),
-        patience_best=float(state["patience_best"]),
-        stopped_early=bool(state["stopped_early"]),
+        best_epoch=int(values["best_epoch"]),
+        best_val_loss=float(values["best_val_loss"]),
+        patience_counter=int(values["patience_counter"]),
+        patience_best=float(values["patience_best"]),
+        stopped_early=bool(values["stopped_early"]),
         history=json.loads(state["history"]),
-        train_seconds=float(state["train_seconds"]),
-        samples_seen=int(state["samples_seen"]),
+        train_seconds=float(values["train_seconds"]),
+        samples_seen=int(values["samples_seen"]),
     )
+
+
+# A checkpoint's tensors by name: "model/<key>", "best/<key>", "optimizer/<index>/<key>".
+def _state_tensors(model_state: Mapping[str, Tensor], optimizer: torch.optim.Optimizer,
+                   best: Mapping[str, Tensor] | None) -> tuple[dict[str, Tensor], dict]:
+    """The model's, the optimizer's and the best weights' tensors by name, and the optimizer's
+    state dict with its tensors left out (its plain values and parameter groups)."""
+    tensors = {f"model/{key}": value for key, value in model_state.items()}
+    saved = optimizer.state_dict()
+    plain: dict[int, dict[str, Any]] = {}
+    for index, per_parameter in saved["state"].items():
+        plain[index] = {}
+        for key, value in per_parameter.items():
+            if isinstance(value, Tensor):
+                tensors[f"optimizer/{index}/{key}"] = value
+            else:
+                plain[index][key] = value
+    if best is not None:
+        tensors.update({f"best/{key}": value for key, value in best.items()})
+    return tensors, {"state": plain, "param_groups": saved["param_groups"]}
+
+
+def _split_tensors(tensors: Mapping[str, Tensor], values: Mapping[str, Any]
+                   ) -> tuple[dict[str, Tensor], dict, dict[str, Tensor] | None]:
+    """The model's state dict, the optimizer's and the best weights (None before the first
+    epoch ended), put back together from :func:`_state_tensors`' names."""
+    model_state: dict[str, Tensor] = {}
+    best: dict[str, Tensor] = {}
+    optimizer_state = values["optimizer"]
+    for name, tensor in tensors.items():
+        kind, _, key = name.partition("/")
+        if kind == "model":
+            model_state[key] = tensor
+        elif kind == "best":
+            best[key] = tensor
+        elif kind == "optimizer":
+            index, _, field = key.partition("/")
+            optimizer_state["state"][int(index)][field] = tensor
+    return model_state, optimizer_state, best if values["best"] else None

@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 from torch import Tensor
 
 from ktrdr_daemon import spool as sp
 from ktrdr_daemon.file_writer import FileWriter
 from ktrdr_daemon.worker import CHECKPOINT, CHECKPOINT_FILE, load_checkpoint, save_checkpoint
-from pipeline.checkpoint import from_bytes, pack, to_bytes, unpack
+from pipeline.checkpoint import Packer, from_bytes, pack, to_bytes, unpack
 from pipeline.model import build_mlp
 from pipeline.trainer import CHECKPOINT_VERSION, TrainingConfig, train_model
 
@@ -28,31 +29,68 @@ def tensors_in(value: object) -> list[Tensor]:
 
 def test_pack_and_unpack_give_back_every_tensor_and_value() -> None:
     g = torch.Generator().manual_seed(0)
-    tree = {
-        "weights": {"layer.0.weight": torch.randn(4, 3, generator=g), "bias": torch.zeros(4)},
-        "state": {0: {"step": torch.tensor(7.0), "moments": (torch.ones(2), torch.arange(3))}},
-        "groups": [{"lr": 1e-3, "betas": (0.9, 0.999), "params": [0, 1], "fused": None}],
+    tensors = {
+        "model/layer.0.weight": torch.randn(4, 3, generator=g),
+        "model/bias": torch.zeros(4),
+        "optimizer/0/step": torch.tensor(7.0),
+        "moments": torch.arange(3),
         "rng": torch.randint(0, 255, (16,), dtype=torch.uint8, generator=g),
         "flags": torch.tensor([True, False]),
         "empty": torch.empty(0, 5),
+        "strided": torch.arange(12.0).reshape(3, 4).t(),
+    }
+    values = {
+        "groups": [{"lr": 1e-3, "betas": (0.9, 0.999), "params": [0, 1], "fused": None}],
+        "state": {0: {"count": 3}},
+        "keys": {1: "one", (2, "b"): [0.5, float("inf")], None: True},
         "nothing": None,
     }
-    back = unpack(from_bytes(to_bytes(pack(tree))))
-    assert back["groups"] == tree["groups"] and back["nothing"] is None
-    assert isinstance(back["state"][0]["moments"], tuple) and 0 in back["state"]
-    for mine, theirs in zip(tensors_in(back), tensors_in(tree), strict=True):
-        assert mine.dtype == theirs.dtype and mine.shape == theirs.shape
-        assert torch.equal(mine, theirs)
+    back, back_values = unpack(from_bytes(to_bytes(pack(tensors, values))))
+    assert back_values == values
+    assert isinstance(back_values["groups"][0]["betas"], tuple) and 0 in back_values["state"]
+    assert list(back) == list(tensors)
+    for name, tensor in tensors.items():
+        assert back[name].dtype == tensor.dtype and back[name].shape == tensor.shape
+        assert torch.equal(back[name], tensor), name
     # Unpacked tensors are independent: changing one changes nothing else.
-    back["weights"]["bias"].add_(1)
-    assert torch.equal(back["state"][0]["moments"][0], torch.ones(2))
+    back["model/bias"].add_(1)
+    assert torch.equal(back["model/layer.0.weight"], tensors["model/layer.0.weight"])
+    with pytest.raises(TypeError, match="tensors go in the tensors argument"):
+        pack({}, {"oops": torch.zeros(1)})
 
 
 def test_pack_copies_so_later_steps_do_not_change_a_checkpoint() -> None:
-    live = {"w": torch.zeros(3)}
-    packed = pack(live)
-    live["w"].add_(5)
-    assert torch.equal(unpack(packed)["w"], torch.zeros(3))
+    live = torch.zeros(3)
+    packed = pack({"w": live}, None)
+    live.add_(5)
+    assert torch.equal(unpack(packed)[0]["w"], torch.zeros(3))
+
+
+def test_a_packer_follows_in_place_updates_new_tensors_and_replaced_memory() -> None:
+    """The packer reuses its flat views of the last state's tensors: they must see what the
+    optimizer wrote into them in place, and a new tensor, or one given new memory (same
+    object), must be read afresh."""
+    weight, step = torch.zeros(2, 3), torch.tensor(1.0)
+    packer = Packer()
+
+    def state() -> dict[str, torch.Tensor]:
+        return unpack(packer.pack({"w": weight, "step": step, "rng": rng}, {}))[0]
+
+    rng = torch.zeros(4, dtype=torch.uint8)
+    first = state()
+    weight.add_(1)  # what an optimizer step does
+    step.fill_(2)
+    rng = torch.ones(4, dtype=torch.uint8)  # get_state(): a new tensor every time
+    second = state()
+    weight.data = torch.full((2, 3), 7.0)  # same object, other memory
+    third = state()
+    rng = torch.ones(5, dtype=torch.uint8)  # another shape: a new layout
+    fourth = state()
+    assert torch.equal(first["w"], torch.zeros(2, 3)) and first["step"] == 1
+    assert torch.equal(second["w"], torch.ones(2, 3)) and second["step"] == 2
+    assert torch.equal(second["rng"], torch.ones(4, dtype=torch.uint8))
+    assert torch.equal(third["w"], torch.full((2, 3), 7.0))
+    assert fourth["rng"].shape == (5,) and torch.equal(fourth["w"], third["w"])
 
 
 def train_with_checkpoints(epochs: int = 3) -> list[dict]:
@@ -67,12 +105,13 @@ def train_with_checkpoints(epochs: int = 3) -> list[dict]:
 
 def test_a_training_checkpoint_is_a_few_flat_tensors() -> None:
     state = train_with_checkpoints()[-1]
-    unpacked = unpack(state["tensors"])
+    tensors, _ = unpack(state["state"])
     # 3 layers: 6 weights and biases, each with Adam's step and 2 moments, best weights, RNGs.
-    assert len(tensors_in(unpacked)) >= 6 + 18 + 6 + 2
-    # ... written as one tensor per dtype (float32 and the RNGs' uint8), the permutation
-    # only mid-epoch (None at an epoch's end).
-    assert len(tensors_in(state)) == 2 and state["permutation"] is None
+    assert len(tensors) == 6 + 18 + 6 + 2 and "permutation" not in tensors
+    # ... written as one tensor per dtype (float32 and the RNGs' uint8; the permutation, int64,
+    # only mid-epoch), everything else as text.
+    assert len(tensors_in(state)) == 2
+    assert {type(v) for k, v in state.items() if k != "state"} == {int, str}
     assert json.loads(state["history"])[-1]["epoch"] == state["epoch"] == 3
 
 
