@@ -78,13 +78,25 @@ class WorkerTask:
 class WorkerStop:
     """The pipeline's stop source: cancel marker, hand-back request, or lost lifeline."""
 
+    CHECK_EVERY_S = 0.002  # how stale the answer about the marker may be
+
     def __init__(self, cancel_marker: Path) -> None:
         self.cancel_marker = cancel_marker
+        self._marker = os.fsencode(cancel_marker)
+        self._checked = -1.0
+        self._cancelled = False
         self.handback = False
 
     def reason(self) -> str | None:
-        # One lstat per batch (~1 us): cheap next to a batch, and a `touch` is seen at once.
-        if os.path.lexists(self.cancel_marker):
+        # Asked between every two batches. The marker is looked up at most every 2 ms (a
+        # `touch` is still seen within a batch or two): batches of small networks take
+        # 0.3-1 ms, and a system call for each was ~0.4 % of training on a virtual machine.
+        # faccessat without following a symlink: any marker counts, and no exception.
+        now = time.monotonic()
+        if not self._cancelled and now - self._checked >= self.CHECK_EVERY_S:
+            self._checked = now
+            self._cancelled = os.access(self._marker, os.F_OK, follow_symlinks=False)
+        if self._cancelled:
             return "cancel"
         return "handback" if self.handback else None
 
