@@ -1,4 +1,4 @@
-"""Benchmark: the daemon's latencies, overhead and idle cost against one real ``ktrdr-daemon run``.
+"""Benchmark: the daemon's latencies and idle cost against one real ``ktrdr-daemon run``.
 
 Run with ``python -m bench.bench_daemon [--quick]``. Each phase starts the daemon as an operator
 would (its own process, default timings: rescan and heartbeat every 2 s, CPU device, one slot)
@@ -9,8 +9,7 @@ includes the kernel's and this process's wake-up, never less than what a user wo
 1. drop -> claim: a job file renamed into ``incoming/`` until ``attempts/1.claim`` exists;
 2. drop -> ``"state": "running"`` in ``progress.json``;
 3. cancel -> ``result.json`` (cancelled): the marker touched while the job is training;
-4. a job's wall time in the daemon (claim -> result.json) against ``load_job`` +
-   ``run_training`` of the same file in a fresh process, alternating;
+(4. what a job costs in the daemon against training it in process: ``bench.bench_overhead``)
 5. idle CPU of the daemon and everything it started (psutil), empty spool and 1,000 finished jobs;
 6. with 10,000 queued jobs (waiting for a GPU, so this CPU daemon holds them but cannot run
    them): drop -> claim of a new high-priority job, ``ktrdr-daemon ls`` wall time, and the
@@ -42,19 +41,14 @@ from typing import Any
 import numpy as np
 import psutil
 
+from bench.docs import write_section
 from ktrdr_daemon import spool as sp
 
 REPO = Path(__file__).resolve().parent.parent
-DOC = REPO / "docs" / "benchmarks.md"
 HEADING = "## Daemon"
 DAEMON_ID = "bench-cpu"
 LONG_JOB = {"strategy": "rsi_minimal.yaml", "seed": 7,
             "overrides": {"training": {"epochs": 200, "batch_size": 16}}}
-WALL_JOB = {"strategy": "multi_indicator.yaml", "seed": 7}  # its own 30 epochs, early stopping
-# The same strategy trained 150 epochs (no early stop): a job of ~8 s rather than ~1.5 s, so the
-# daemon's fixed per-job cost is seen against a job closer to real ones.
-LONG_WALL_JOB = {"strategy": "multi_indicator.yaml", "seed": 7, "overrides": {"training": {
-    "epochs": 150, "early_stopping": {"patience": 1000}}}}
 
 # --- watching the spool from outside: inotify through ctypes ---------------------------------
 
@@ -286,116 +280,6 @@ def bench_back_to_back(site: Site, jobs: int) -> dict[str, Any]:
     return {"gap": spread(gaps), "load": f"{load_before} -> {load()}"}
 
 
-# --- 4: daemon wall time against a fresh process ------------------------------------------------
-
-_DIRECT = """
-import json, sys, time
-from pathlib import Path
-from pipeline.job import load_job
-from pipeline.run import run_training
-from pipeline.market_data import default_data_root
-file, strategies, models = map(Path, sys.argv[1:4])
-if sys.argv[4] == "warm":  # what the daemon's fork server runs once, before any job
-    from ktrdr_daemon.worker import warm_up
-    warm_up()
-t0 = time.perf_counter()
-job = load_job(file, strategies_root=strategies)
-run_training(job, data_root=default_data_root(), models_root=models, device="cpu", threads=1)
-print(json.dumps({"seconds": time.perf_counter() - t0}))
-"""
-
-# The daemon's own per-job work, without process start or the other process's scheduling: one
-# warmed process alternates a plain run with one writing progress files and epoch checkpoints
-# the way a worker does.
-_INPROC = """
-import json, sys, time
-from pathlib import Path
-from ktrdr_daemon import spool as sp
-from ktrdr_daemon.progress import ProgressWriter
-from ktrdr_daemon.worker import save_checkpoint, warm_up
-from pipeline.job import load_job
-from pipeline.run import run_training
-from pipeline.market_data import default_data_root
-file, strategies, root = map(Path, sys.argv[1:4])
-warm_up()
-spool = sp.Spool(root / "spool-inproc")
-spool.ensure_layout()
-pairs = []
-for i in range(int(sys.argv[4])):
-    times = {}
-    for kind in ("plain", "worker") if i % 2 == 0 else ("worker", "plain"):
-        job = load_job(file, strategies_root=strategies)
-        extra = {}
-        if kind == "worker":
-            job_dir = spool.jobs / f"j{i}"
-            job_dir.mkdir()
-            progress = ProgressWriter(job_dir, spool.tmp, job_id=f"j{i}", attempt=1,
-                                      daemon="bench", host="bench", device="cpu")
-            extra = dict(on_event=progress,
-                         on_checkpoint=lambda state, d=job_dir, p=progress: save_checkpoint(
-                             p.files, d, state))
-        t0 = time.perf_counter()
-        run_training(job, data_root=default_data_root(), models_root=root / "models-inproc",
-                     device="cpu", threads=1, **extra)
-        times[kind] = time.perf_counter() - t0
-    pairs.append(times)
-print(json.dumps(pairs))
-"""
-
-
-def bench_inproc(root: Path, strategies: Path, repeats: int) -> dict[str, Any]:
-    job_file = root / "inproc-job.yaml"
-    job_file.write_text(json.dumps(WALL_JOB) + "\n")
-    load_before = load()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KTRDR_")}
-    env["PYTHONPATH"] = str(REPO)
-    out = subprocess.run([sys.executable, "-c", _INPROC, str(job_file), str(strategies),
-                          str(root), str(repeats)], env=env, capture_output=True, text=True,
-                         check=True, cwd=REPO)
-    pairs = json.loads(out.stdout.strip().splitlines()[-1])
-    ratios = [p["worker"] / p["plain"] for p in pairs]
-    plain = [p["plain"] for p in pairs]
-    worker = [p["worker"] for p in pairs]
-    print(f"  in process: ratios {[round(r, 3) for r in ratios]}", flush=True)
-    return {"plain": spread(plain, 1, 2), "worker": spread(worker, 1, 2),
-            "ratio": spread(ratios, 1, 3),
-            "ratio_of_medians": round(float(np.median(worker) / np.median(plain)), 3),
-            "load": f"{load_before} -> {load()}"}
-
-
-def bench_wall(site: Site, repeats: int, job: dict[str, Any] = WALL_JOB,
-               tag: str = "wall") -> dict[str, Any]:
-    daemon, direct, cold = [], [], []
-    load_before = load()
-    job_file = site.root / f"{tag}-job.yaml"
-    job_file.write_text(json.dumps(job) + "\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KTRDR_")}
-    env["PYTHONPATH"] = str(REPO)
-    for i in range(repeats):
-        job_id = f"{tag}-{i:02d}"
-        site.drop(job_id, job)
-        t_claim = site.wait_claim(job_id)
-        t_done = site.wait_result(job_id)
-        result = read_json(site.job_dir(job_id) / sp.RESULT)
-        if result.get("state") != "completed":
-            raise RuntimeError(f"{job_id}: {result}")
-        daemon.append(t_done - t_claim)
-        site.wait_worker_gone(job_id)
-        for kind, into in (("warm", direct), ("cold", cold)):
-            out = subprocess.run([sys.executable, "-c", _DIRECT, str(job_file),
-                                  str(site.strategies), str(site.root / "models-direct"), kind],
-                                 env=env, capture_output=True, text=True, check=True, cwd=REPO)
-            into.append(json.loads(out.stdout.strip().splitlines()[-1])["seconds"])
-        print(f"  {job_id}: daemon {daemon[-1]:.2f} s, fresh process warmed {direct[-1]:.2f} s "
-              f"({daemon[-1] / direct[-1]:.3f}x), cold {cold[-1]:.2f} s", flush=True)
-    ratios = [d / f for d, f in zip(daemon, direct, strict=True)]
-    return {"daemon": spread(daemon, 1, 2), "direct": spread(direct, 1, 2),
-            "cold": spread(cold, 1, 2),
-            "ratio": spread(ratios, 1, 3),
-            "ratio_of_medians": round(float(np.median(daemon) / np.median(direct)), 3),
-            "load": f"{load_before} -> {load()}"}
-
-
 # --- 5: idle CPU ----------------------------------------------------------------------------------
 
 
@@ -500,22 +384,6 @@ def bench_big_queue(site: Site, drops: int) -> dict[str, Any]:
 # --- the report --------------------------------------------------------------------------------
 
 
-def write_section(text: str) -> None:
-    """Replace this benchmark's section (read just before writing: others edit the file too)."""
-    old = DOC.read_text(encoding="utf-8") if DOC.exists() else "# Benchmarks\n"
-    lines = old.rstrip("\n").split("\n")
-    if HEADING in lines:
-        start = lines.index(HEADING)
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), None)
-        tail = lines[end:] if end is not None else []
-        lines = lines[:start] + text.rstrip("\n").split("\n") + [""] + tail
-    else:
-        lines += [""] + text.rstrip("\n").split("\n")
-    temp = DOC.with_suffix(".md.tmp-daemon")
-    temp.write_text("\n".join(lines).rstrip("\n") + "\n", encoding="utf-8")
-    temp.replace(DOC)
-
-
 FIXES = """Fixes this benchmark led to (before -> after, `--quick` runs of n 3-8 at load 8-10):
 
 - drop -> claim p50 2,039 -> 49 ms, drop -> running p50 2,152 -> 200 ms (a2920b1): a file
@@ -569,7 +437,7 @@ def goal(ok: bool) -> str:
 
 
 def report(r: dict[str, Any], quick: bool) -> str:
-    lat, wall, big = r["latency"], r["wall"], r["big"]
+    lat, big = r["latency"], r["big"]
     idle0, idle1, idle10 = r["idle_empty"], r["idle_1000"], r["idle_big"]
     rows = [
         f"| 1. drop -> `attempts/1.claim` seen | {fmt(lat['claim'])} | p99 <= 20 ms | "
@@ -581,27 +449,6 @@ def report(r: dict[str, Any], quick: bool) -> str:
         f"{goal(lat['running']['p50'] <= 150)} | |",
         f"| 3. cancel marker -> result.json `cancelled` (training) | {fmt(lat['cancel'])} | "
         f"p99 <= 50 ms | {goal(lat['cancel']['p99'] <= 50)} | |",
-        f"| 4. daemon job wall time (claim -> result.json) | {fmt(wall['daemon'], 's')} | | | "
-        f"{wall['load']} |",
-        f"| 4. `load_job` + `run_training` in a fresh process, after `worker.warm_up()` | "
-        f"{fmt(wall['direct'], 's')} | | | |",
-        f"| 4. same, cold (no warm-up: lazy imports inside the timing, as `ktrdr-daemon train`) | "
-        f"{fmt(wall['cold'], 's')} | | | |",
-        f"| 4. ratio daemon / warmed fresh process (per pair) | {fmt(wall['ratio'], 'x')}; "
-        "ratio of "
-        f"medians {wall['ratio_of_medians']}x | <= 1.01x | "
-        f"{goal(wall['ratio_of_medians'] <= 1.01)} | |",
-        f"| 4c. the same job trained 150 epochs: daemon (claim -> result.json) | "
-        f"{fmt(r['wall_long']['daemon'], 's')} | | | {r['wall_long']['load']} |",
-        f"| 4c. warmed fresh process | {fmt(r['wall_long']['direct'], 's')} | | | |",
-        f"| 4c. ratio daemon / warmed fresh process (per pair) | "
-        f"{fmt(r['wall_long']['ratio'], 'x')}; ratio of medians "
-        f"{r['wall_long']['ratio_of_medians']}x | <= 1.01x | "
-        f"{goal(r['wall_long']['ratio_of_medians'] <= 1.01)} | |",
-        f"| 4b. in one warmed process: run with progress files + epoch checkpoints / plain "
-        f"run (per pair) | {fmt(r['inproc']['ratio'], 'x')}; ratio of medians "
-        f"{r['inproc']['ratio_of_medians']}x (plain p50 {r['inproc']['plain']['p50']} s) | "
-        f"<= 1.01x | {goal(r['inproc']['ratio_of_medians'] <= 1.01)} | {r['inproc']['load']} |",
         f"| 5. idle CPU, empty spool | {idle0['percent']} % of a core over {idle0['seconds']} s "
         f"({idle0['processes']} processes) | <= 0.5 % | {goal(idle0['percent'] <= 0.5)} | "
         f"{idle0['load']} |",
@@ -623,10 +470,8 @@ def report(r: dict[str, Any], quick: bool) -> str:
         "(CPU, 1 slot, default timings: rescan and heartbeat every 2 s) on a fresh spool on "
         f"{r['fs']}; times are taken by the bench process when inotify shows it the file "
         "(never earlier than a user could see it). Drops are renamed into `incoming/`; jobs 1-3 "
-        "are rsi_minimal with 200 epochs at batch 16, cancelled once training runs; job 4 is "
-        "multi_indicator with its own 30 epochs, alternated with the same file through "
-        "`load_job` + `run_training` in a fresh `python` (timed after its imports, once "
-        "after the fork server's own `warm_up()` and once without). Idle CPU is "
+        "are rsi_minimal with 200 epochs at batch 16, cancelled once training runs (a job's cost "
+        "against training it in process: the Daemon overhead section). Idle CPU is "
         "user + system time of the daemon, its fork server and their children (psutil). "
         f"The {r['queued']:,} queued jobs need a GPU (`mode: gpu`, `wait_for_gpu`), so the CPU "
         "daemon scans them every rescan and runs none. Spreads are p50 / p90 / p99 (min, max, n)."
@@ -647,8 +492,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer repeats (a smoke run)")
     parser.add_argument("--no-write", action="store_true", help="print, do not edit the doc")
     args = parser.parse_args()
-    drops, repeats, idle_s, queued, urgent, b2b = (
-        (8, 2, 15.0, 1_000, 3, 4) if args.quick else (50, 5, 60.0, 10_000, 10, 8))
+    drops, idle_s, queued, urgent, b2b = (
+        (8, 15.0, 1_000, 3, 4) if args.quick else (50, 60.0, 10_000, 10, 8))
     r: dict[str, Any] = {"queued": queued}
     base = Path(tempfile.mkdtemp(prefix="bench-daemon-"))
     import watchdog  # noqa: F401  (fail early when the environment lacks it)
@@ -667,12 +512,6 @@ def main() -> None:
             r["latency"] = bench_latencies(site, drops)
             print(f"1c. back to back, {b2b} short jobs; load {load()}", flush=True)
             r["b2b"] = bench_back_to_back(site, b2b)
-            print(f"4. wall time, {repeats} pairs; load {load()}", flush=True)
-            r["wall"] = bench_wall(site, repeats)
-            print(f"4c. wall time, a longer job, {repeats} pairs; load {load()}", flush=True)
-            r["wall_long"] = bench_wall(site, repeats, LONG_WALL_JOB, "long")
-            print(f"4b. in process, {2 * repeats} pairs; load {load()}", flush=True)
-            r["inproc"] = bench_inproc(site.root, site.strategies, 2 * repeats)
         finally:
             site.stop()
         site = Site(base / "b")
@@ -702,8 +541,8 @@ def main() -> None:
     text = report(r, args.quick)
     print(text)
     if not args.no_write:
-        write_section(text)
-        print(f"wrote {HEADING!r} in {DOC}")
+        write_section(HEADING, text)
+        print(f"wrote {HEADING!r} in docs/benchmarks.md")
 
 
 if __name__ == "__main__":
