@@ -4,12 +4,15 @@ A running job replaces ``progress.json`` and its checkpoint after every epoch. E
 replace (write a temporary file, rename it over the old one) costs ~0.3 ms on ext4, which starts
 writing the new file's blocks at the rename (``auto_da_alloc``): with epochs of 50-100 ms that
 alone was ~1 % of a job. The training thread hands the bytes over and goes on; this thread does
-the system calls, which release the GIL, on the other core.
+the system calls, which release the GIL, on the other core. What it still costs training is the
+GIL its Python parts hold (serializing a checkpoint above all): ``bench.bench_overhead`` measures
+that as the training thread's time off the CPU.
 
 Order is kept: files are written in the order they were handed over. A replace supersedes a
-pending replace of the same file (only the latest snapshot matters). :meth:`FileWriter.flush`
-waits until everything handed over is on disk, and raises the first error (a full disk) in the
-caller's thread, so failures still fail the attempt, one write later than before at most.
+pending replace of the same file in its place in the queue (only the latest snapshot matters).
+:meth:`FileWriter.flush` waits until everything handed over is on disk, and raises the first
+error (a full disk) in the caller's thread, so failures still fail the attempt, one write later
+than before at most.
 """
 
 from __future__ import annotations
@@ -45,10 +48,13 @@ class FileWriter:
         runs on the writing thread, and only if no newer replace of ``path`` supersedes it."""
         with self._cond:
             self._raise_error()
-            for item in self._pending:
-                if item[0] == "replace" and item[1] == path:
-                    self._pending.remove(item)  # superseded: only the latest snapshot matters
-                    break
+            for index, (kind, pending, _) in enumerate(self._pending):
+                if kind == "replace" and pending == path:
+                    # Superseded: only the latest snapshot matters. It takes the old one's place,
+                    # so it is never written later than that one would have been (a checkpoint
+                    # does not fall behind the log lines queued after it).
+                    self._pending[index] = ("replace", path, data)
+                    return
             self._pending.append(("replace", path, data))
             self._cond.notify()
 
