@@ -416,20 +416,22 @@ FIXES = """Fixes this benchmark led to (before -> after, `--quick` runs of n 3-8
   an interpreter that had imported torch took ~0.4 s of CPU, so seconds on a loaded box, out of
   the 10 s a SIGTERM allows (fault seeds 8001, 8009, 8016, 8029 exited after 10.1-11.4 s). The
   daemon no longer imports torch: the device is proven in a child of the fork server.
+- drop -> claim p50 15.7 -> 11.5 ms, p99 21.2 -> 19.6 ms (full runs; 9fb3318): accepting a
+  drop parsed the strategy file and wrote job.yaml with PyYAML's pure-Python safe loader and
+  dumper, ~8 of its ~13 ms in process; libyaml's safe loader and dumper (the same classes in C)
+  take it to 2.7 ms, a claim from 2.8 to 1.7 ms.
+- drop -> running p50 53.6 -> 28.5 ms (full runs; 2a603b7, 4642aed): a claimed
+  job waited 45-67 ms for its worker. The fork server's child re-ran the daemon's main module
+  the way multiprocessing prepares children (its imports, ~20 ms: the CLI is now preloaded),
+  `gc.freeze()` keeps a child's collections off the ~360,000 inherited objects (a full one took
+  ~200 ms and 23,000 page faults), and the daemon keeps one worker forked ahead, which gets its
+  task through its lifeline: claim -> the job's first event 10-14 ms.
 
-Not met, and why (2 shared cores, load ~1 from other work during this run):
-drop -> claim p99 21.2 ms against 20 ms (p50 15.7 ms; the daemon's own `claimed_at` p99 19.3
-ms): what is left is the work itself: accept (validate the job: ~5 ms of YAML and strategy
-checks) and claim, with the 6 fsyncs that make both survive a power loss (0.4-1.2 ms each on
-this disk, seen with strace). Daemon / fresh process 1.18x on a 1.5 s job and 1.29x on an 8 s
-one, so the cost grows with the job: in one process, progress files and a checkpoint every
-epoch cost 1.04x (4b: epochs here last ~45 ms, and each ends with a torch.save, a rename and a
-progress.json replace); the rest is a worker training slower than a fresh process on this
-2-core box (the daemon's watcher and heartbeat threads share the second core with the bench and
-other work), which this run does not separate. Checkpointing at most every few seconds instead
-of every epoch would cut the first part; the issue asks for every epoch, so it stays.
-10,000 queued jobs: idle CPU 11 % and a claim 0.26 s, because unfinished folders are still
-stat-ed each rescan (finished ones no longer are)."""
+What a job costs in the daemon against training it in process is the Daemon overhead section.
+10,000 queued jobs: idle CPU ~20 % and a claim 0.35 s, because unfinished folders are still
+stat-ed each rescan (finished ones no longer are). Those pieces took 109 and 75 ms here against
+70 and 55 ms in the previous run: the machine, not the code (the previous commit and this one,
+timed side by side over 2,000 queued jobs: `job_rows` 153-198 ms and 164-227 ms)."""
 
 
 def goal(ok: bool) -> str:
