@@ -21,7 +21,6 @@ sections belong to other benchmarks).
 
 from __future__ import annotations
 
-import argparse
 import ctypes
 import json
 import os
@@ -41,7 +40,7 @@ from typing import Any
 import numpy as np
 import psutil
 
-from bench.docs import write_section
+from bench.docs import parse_args, publish, table_section
 from ktrdr_daemon import spool as sp
 
 REPO = Path(__file__).resolve().parent.parent
@@ -139,6 +138,13 @@ class Site:
                 raise RuntimeError("daemon did not start:\n" + self.log()[-3000:])
             time.sleep(0.1)
 
+    def __enter__(self) -> Site:
+        self.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
     def stop(self) -> None:
         if self.process is None:
             return
@@ -214,11 +220,13 @@ class Site:
 # --- statistics ------------------------------------------------------------------------------
 
 
-def spread(values: list[float], scale: float = 1000.0, digits: int = 1) -> dict[str, Any]:
+def spread(values: list[float], scale: float = 1000.0, digits: int = 1,
+           at: tuple[int, ...] = (50, 90, 99)) -> dict[str, Any]:
+    """n, min, max and the percentiles ``at`` (keys ``p50``...) of ``values`` times ``scale``."""
     a = np.asarray(values, dtype=float) * scale
-    p50, p90, p99 = np.percentile(a, [50, 90, 99])
-    return {"n": len(a), "p50": round(p50, digits), "p90": round(p90, digits),
-            "p99": round(p99, digits), "min": round(float(a.min()), digits),
+    found = {f"p{q}": round(float(v), digits) for q, v in zip(at, np.percentile(a, at),
+                                                               strict=True)}
+    return {"n": len(a), **found, "min": round(float(a.min()), digits),
             "max": round(float(a.max()), digits)}
 
 
@@ -466,8 +474,7 @@ def report(r: dict[str, Any], quick: bool) -> str:
         f"| 6. rescan piece `queued_jobs_in_order` | {fmt(big['queued_in_order'])} | | | |",
         f"| 6. rescan piece `find_reclaimable` | {fmt(big['find_reclaimable'])} | | | |",
     ]
-    return "\n".join([
-        HEADING, "",
+    return table_section(HEADING, (
         f"`python -m bench.bench_daemon{' --quick' if quick else ''}`: one `ktrdr-daemon run` "
         "(CPU, 1 slot, default timings: rescan and heartbeat every 2 s) on a fresh spool on "
         f"{r['fs']}; times are taken by the bench process when inotify shows it the file "
@@ -480,20 +487,11 @@ def report(r: dict[str, Any], quick: bool) -> str:
         f" Load average (1/5/15 min) per phase at start -> end; 2 cores shared with other "
         f"work. Machine: {platform.machine()}, {os.cpu_count()} cores, Python "
         f"{platform.python_version()}.",
-        "",
-        "| what | measured | goal | met | load |",
-        "|---|---|---|---|---|",
-        *rows,
-        "",
-        FIXES,
-    ])
+    ), rows, FIXES)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="fewer repeats (a smoke run)")
-    parser.add_argument("--no-write", action="store_true", help="print, do not edit the doc")
-    args = parser.parse_args()
+    args = parse_args(__doc__)
     drops, idle_s, queued, urgent, b2b = (
         (8, 15.0, 1_000, 3, 4) if args.quick else (50, 60.0, 10_000, 10, 8))
     r: dict[str, Any] = {"queued": queued}
@@ -504,9 +502,7 @@ def main() -> None:
 
     r["fs"] = filesystem_type(base) or "an unknown filesystem"
     try:
-        site = Site(base / "a")
-        site.start()
-        try:
+        with Site(base / "a") as site:
             print(f"idle, empty spool ({idle_s:.0f} s); load {load()}", flush=True)
             r["idle_empty"] = idle_cpu(site, idle_s)
             print(f"  {r['idle_empty']}", flush=True)
@@ -514,37 +510,25 @@ def main() -> None:
             r["latency"] = bench_latencies(site, drops)
             print(f"1c. back to back, {b2b} short jobs; load {load()}", flush=True)
             r["b2b"] = bench_back_to_back(site, b2b)
-        finally:
-            site.stop()
         site = Site(base / "b")
         make_jobs(site, 1_000, terminal=True, prefix="done")
-        site.start()
-        try:
+        with site:
             print(f"5. idle, 1,000 finished jobs ({idle_s:.0f} s); load {load()}", flush=True)
             r["idle_1000"] = idle_cpu(site, idle_s)
             print(f"  {r['idle_1000']}", flush=True)
-        finally:
-            site.stop()
         site = Site(base / "c")
         t = time.perf_counter()
         make_jobs(site, queued, terminal=False, prefix="gpu")
         print(f"6. {queued:,} queued jobs written in {time.perf_counter() - t:.1f} s", flush=True)
         t = time.perf_counter()
-        site.start()
-        print(f"   daemon serving after {time.perf_counter() - t:.1f} s", flush=True)
-        try:
+        with site:
+            print(f"   daemon serving after {time.perf_counter() - t:.1f} s", flush=True)
             r["idle_big"] = idle_cpu(site, idle_s / 2)
             print(f"  {r['idle_big']}", flush=True)
             r["big"] = bench_big_queue(site, urgent)
-        finally:
-            site.stop()
     finally:
         shutil.rmtree(base, ignore_errors=True)
-    text = report(r, args.quick)
-    print(text)
-    if not args.no_write:
-        write_section(HEADING, text)
-        print(f"wrote {HEADING!r} in docs/benchmarks.md")
+    publish(HEADING, report(r, args.quick), args)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ Writes the ``## Daemon overhead`` section of ``docs/benchmarks.md``.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -38,7 +37,8 @@ from typing import Any
 import numpy as np
 
 from bench.bench_daemon import REPO, Site, load, read_json, utc_seconds
-from bench.docs import write_section
+from bench.bench_daemon import spread as daemon_spread
+from bench.docs import parse_args, publish, table_section
 from ktrdr_daemon import spool as sp
 
 HEADING = "## Daemon overhead"
@@ -238,11 +238,7 @@ def _daemon(site: Site, job_id: str, job: dict[str, Any]) -> dict[str, float]:
 
 
 def spread(values: list[float], digits: int = 3) -> dict[str, Any]:
-    a = np.asarray(values, dtype=float)
-    p10, p50, p90 = np.percentile(a, [10, 50, 90])
-    return {"n": len(a), "p10": round(p10, digits), "p50": round(p50, digits),
-            "p90": round(p90, digits), "min": round(float(a.min()), digits),
-            "max": round(float(a.max()), digits)}
+    return daemon_spread(values, 1.0, digits, at=(10, 50, 90))
 
 
 def fmt(s: dict[str, Any], unit: str = "") -> str:
@@ -363,8 +359,7 @@ def report(r: dict[str, Any], quick: bool) -> str:
             f"| daemon / a run with no progress at all (1 + fixed + daemon) | {vs_plain:.4f}x | "
             f"| | |",
         ]
-    return "\n".join([
-        HEADING, "",
+    return table_section(HEADING, (
         f"`python -m bench.bench_overhead{' --quick' if quick else ''}` (the module docstring "
         "has the method): a job through one `ktrdr-daemon run` (CPU, one slot) against the "
         "same file trained in process as `ktrdr-daemon train` does it, in one run. End to end, "
@@ -378,42 +373,25 @@ def report(r: dict[str, Any], quick: bool) -> str:
         "runs, in one warmed process running their code). Spreads: p50 (p10, p90; min, max; "
         "n). Load average (1/5/15 min) at start -> end. Machine: "
         f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}.",
-        "",
-        "| what | measured | goal | met | load |",
-        "|---|---|---|---|---|",
-        *rows,
-        "",
-        NOTES,
-    ])
+    ), rows, NOTES)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="fewer repeats (a smoke run)")
-    parser.add_argument("--no-write", action="store_true", help="print, do not edit the doc")
-    args = parser.parse_args()
+    args = parse_args(__doc__)
     pairs, runs = (2, 1) if args.quick else (12, 5)
     base = Path(tempfile.mkdtemp(prefix="bench-overhead-"))  # noqa: SIM115
     r: dict[str, Any] = {}
     try:
-        site = Site(base / "site")
-        site.start()
-        try:
+        with Site(base / "site") as site:
             for tag, job in (("short", WALL_JOB), ("long", LONG_WALL_JOB)):
                 print(f"{tag}: {pairs} pairs end to end; load {load()}", flush=True)
                 r[tag] = {"e2e": end_to_end(site, job, tag, pairs)}
                 print(f"{tag}: {runs} runs of the worker's additions; load {load()}",
                       flush=True)
                 r[tag]["account"] = accounting(site.root, site.strategies, job, tag, runs)
-        finally:
-            site.stop()
     finally:
         shutil.rmtree(base, ignore_errors=True)
-    text = report(r, args.quick)
-    print(text)
-    if not args.no_write:
-        write_section(HEADING, text)
-        print(f"wrote {HEADING!r} in docs/benchmarks.md")
+    publish(HEADING, report(r, args.quick), args)
 
 
 if __name__ == "__main__":

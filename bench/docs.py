@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 from pathlib import Path
 
@@ -26,3 +27,25 @@ def write_section(heading: str, text: str, doc: Path = DOC) -> None:
     temp = doc.with_name(f".{doc.name}.{os.getpid()}.tmp")
     temp.write_text("\n".join(lines).rstrip("\n") + "\n", encoding="utf-8")
     temp.replace(doc)
+
+
+def parse_args(doc: str) -> argparse.Namespace:
+    """The options every benchmark takes: ``--quick`` (a smoke run) and ``--no-write``."""
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repeats (a smoke run)")
+    parser.add_argument("--no-write", action="store_true", help="print, do not edit the doc")
+    return parser.parse_args()
+
+
+def table_section(heading: str, intro: str, rows: list[str], notes: str) -> str:
+    """A section: heading, the method in a paragraph, the table of results, notes."""
+    return "\n".join([heading, "", intro, "", "| what | measured | goal | met | load |",
+                      "|---|---|---|---|---|", *rows, "", notes])
+
+
+def publish(heading: str, text: str, args: argparse.Namespace) -> None:
+    """Print a benchmark's section, and write it into the doc unless ``--no-write``."""
+    print(text)
+    if not args.no_write:
+        write_section(heading, text)
+        print(f"wrote {heading!r} in {DOC.relative_to(DOC.parent.parent)}")
