@@ -486,7 +486,7 @@ def report(r: dict[str, Any], quick: bool) -> str:
         "daemon scans them every rescan and runs none. Spreads are p50 / p90 / p99 (min, max, n)."
         f" Load average (1/5/15 min) per phase at start -> end; 2 cores shared with other "
         f"work. Machine: {platform.machine()}, {os.cpu_count()} cores, Python "
-        f"{platform.python_version()}.",
+        f"{platform.python_version()}."
     ), rows, FIXES)
 
 

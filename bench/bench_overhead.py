@@ -372,7 +372,7 @@ def report(r: dict[str, Any], quick: bool) -> str:
         f"(median of {r['short']['account']['runs']} runs of each, alternating with plain "
         "runs, in one warmed process running their code). Spreads: p50 (p10, p90; min, max; "
         "n). Load average (1/5/15 min) at start -> end. Machine: "
-        f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}.",
+        f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}."
     ), rows, NOTES)
 
 
