@@ -95,7 +95,7 @@ from rich.console import Console
 from ktrdr_daemon import spool as sp
 from ktrdr_daemon.console import TerminalReporter
 from ktrdr_daemon.progress import ProgressWriter
-from ktrdr_daemon.worker import WorkerStop, save_checkpoint, warm_up
+from ktrdr_daemon.worker import WorkerStop, checkpoint_saver, warm_up
 from pipeline.job import load_job
 from pipeline.market_data import default_data_root
 from pipeline.run import run_training
@@ -147,8 +147,7 @@ for i in range(3 * int(sys.argv[4])):
             return check()
         stop.reason = counted
         extra = dict(on_event=timed("progress", progress), stop=stop,
-                     on_checkpoint=timed("checkpoint",
-                                         lambda s: save_checkpoint(progress.files, job_dir, s)))
+                     on_checkpoint=timed("checkpoint", checkpoint_saver(progress.files, job_dir)))
     elif kind == "train":  # what cmd_train draws, on a terminal that is a string here
         reporter = TerminalReporter(Console(file=io.StringIO(), force_terminal=True, width=100))
         extra = dict(on_event=timed("display", reporter))

@@ -31,6 +31,7 @@ import signal
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -52,7 +53,7 @@ EXIT_FENCED = 4  # lost the claim or the daemon: nothing published, nothing writ
 EXIT_ORPHANED = 5  # the daemon died
 
 CHECKPOINT = "checkpoint"
-CHECKPOINT_FILE = "state.pt"
+CHECKPOINT_FILE = "state.ckpt"
 
 
 @dataclass(frozen=True)
@@ -209,7 +210,7 @@ def _train(task: WorkerTask, spool: sp.Spool, claim: sp.Claim, stop: WorkerStop,
             job, data_root=Path(task.data_root), models_root=Path(task.models_root),
             device=task.device, threads=task.threads, job_id=task.job_id, on_event=progress,
             stop=stop, resume=resume,
-            on_checkpoint=lambda state: save_checkpoint(progress.files, job_dir, state),
+            on_checkpoint=checkpoint_saver(progress.files, job_dir),
             before_publish=before_publish,
         )
     except Cancelled:
@@ -285,26 +286,36 @@ def _published_version(models: ModelStore, strategy: str, job_id: str) -> Path |
     return None
 
 
-def save_checkpoint(files: FileWriter, job_dir: Path, state: dict[str, Any]) -> None:
-    """Have ``checkpoint/state.pt`` replaced atomically (written in tmp/, renamed) by the job's
-    writer thread: a reader never sees half a file, and training does not wait for the disk.
-    No fsync: this runs every epoch, a process crash keeps the renamed file, and after a power
-    loss a torn checkpoint only means training starts over (see load). Whoever hands the
-    attempt back flushes ``files`` first, so the next attempt finds this very checkpoint."""
+def checkpoint_saver(files: FileWriter, job_dir: Path) -> Callable[[dict[str, Any]], None]:
+    """The trainer's ``on_checkpoint``: has ``checkpoint/state.ckpt`` replaced atomically
+    (written in tmp/, renamed) by the job's writer thread, so a reader never sees half a file
+    and training does not wait for the disk; the state is serialized there too (it is the
+    trainer's own copy). No fsync: this runs every epoch, a process crash keeps the renamed
+    file, and after a power loss a torn checkpoint only means training starts over (see
+    load). Whoever hands the attempt back flushes ``files`` first, so the next attempt finds
+    this very checkpoint."""
     from pipeline.checkpoint import to_bytes
 
     folder = job_dir / CHECKPOINT
-    folder.mkdir(exist_ok=True)
-    # Serialized on the writer thread too: ``state`` is the trainer's own copy.
-    files.replace(folder / CHECKPOINT_FILE, lambda: to_bytes(state))
+    path = folder / CHECKPOINT_FILE
+    made: list[bool] = []  # the folder, made at the first checkpoint (not a mkdir an epoch)
+
+    def save(state: dict[str, Any]) -> None:
+        if not made:
+            folder.mkdir(exist_ok=True)
+            made.append(True)
+        files.replace(path, lambda: to_bytes(state))
+
+    return save
 
 
 def load_checkpoint(job_dir: Path, progress: ProgressWriter | None = None) -> dict[str, Any] | None:
-    """The last checkpoint, loaded without unpickling (``weights_only=True``), or None.
+    """The last checkpoint, read without unpickling anything (:mod:`pipeline.checkpoint`), or
+    None.
 
     An unreadable checkpoint, or one an older version wrote, is reported and ignored: starting
     over is always correct."""
-    from pipeline.checkpoint import from_bytes
+    from pipeline.checkpoint import from_bytes, unpack
     from pipeline.trainer import CHECKPOINT_VERSION
 
     path = job_dir / CHECKPOINT / CHECKPOINT_FILE
@@ -316,6 +327,7 @@ def load_checkpoint(job_dir: Path, progress: ProgressWriter | None = None) -> di
             version = state.get("version") if isinstance(state, dict) else None
             raise ValueError(f"format version {version!r}, this version reads "
                              f"{CHECKPOINT_VERSION}")
+        unpack(state["state"])  # its tensors fit their layout (else: ValueError)
         return state
     except Exception as exc:  # torn or foreign file: never trust it, never unpickle it
         if progress is not None:

@@ -33,7 +33,7 @@ from pipeline.events import OnEvent
 from pipeline.model import NUM_CLASSES
 from pipeline.stop import StopSource
 
-CHECKPOINT_VERSION = 2  # 2: packed (pipeline.checkpoint), the history as JSON text
+CHECKPOINT_VERSION = 3  # 3: packed (pipeline.checkpoint) with the values left for to_bytes
 
 
 def seed_everything(seed: int) -> None:
@@ -187,8 +187,8 @@ def train_model(
     Between batches ``stop.reason()`` is asked: "cancel" raises :class:`Cancelled` at once;
     "handback" first passes the state at this batch to ``on_checkpoint``, then raises
     :class:`HandedBack`. ``on_checkpoint`` also gets the state after every epoch. A state holds
-    only tensors and plain values (``torch.load(weights_only=True)`` reads it back), and
-    ``resume=state`` continues the run bit for bit.
+    only tensors and plain values (:func:`pipeline.checkpoint.to_bytes` writes it; nothing is
+    unpickled reading it back), and ``resume=state`` continues the run bit for bit.
     """
     started = time.monotonic()
     device = torch.device(device)
@@ -304,7 +304,12 @@ def train_model(
             val_loss = train_loss
         if val_loss < p.best_val_loss:
             p.best_val_loss, p.best_epoch = val_loss, p.epoch + 1
-            p.best_model = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            if p.best_model is None:
+                p.best_model = {k: v.detach().clone() for k, v in live_model.items()}
+            else:  # into the same tensors: the checkpoint packer keeps its views of them
+                with torch.no_grad():
+                    for key, value in live_model.items():
+                        p.best_model[key].copy_(value)
         if stopping is not None:
             # Patience counts epochs without a gain of more than min_delta over the best
             # *significant* val_loss (Keras and Lightning semantics).
@@ -437,7 +442,10 @@ def _split_tensors(tensors: Mapping[str, Tensor], values: Mapping[str, Any]
     epoch ended), put back together from :func:`_state_tensors`' names."""
     model_state: dict[str, Tensor] = {}
     best: dict[str, Tensor] = {}
-    optimizer_state = values["optimizer"]
+    # A copy: the values may be a live checkpoint's own (resumed in memory, not from a file).
+    optimizer_state = {"state": {index: dict(plain)
+                                 for index, plain in values["optimizer"]["state"].items()},
+                       "param_groups": values["optimizer"]["param_groups"]}
     for name, tensor in tensors.items():
         kind, _, key = name.partition("/")
         if kind == "model":

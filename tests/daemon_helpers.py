@@ -158,7 +158,7 @@ class Site:
     def wait_training(self, job_id: str, min_epoch: int = 1, timeout: float = 120.0,
                       attempt: int | None = None) -> dict[str, Any]:
         """Until progress.json says training, epoch >= ``min_epoch`` and a checkpoint exists."""
-        checkpoint = self.job_dir(job_id) / "checkpoint" / "state.pt"
+        checkpoint = self.job_dir(job_id) / "checkpoint" / "state.ckpt"
 
         def training() -> dict[str, Any] | None:
             p = self.progress(job_id)

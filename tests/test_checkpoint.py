@@ -11,7 +11,7 @@ from torch import Tensor
 
 from ktrdr_daemon import spool as sp
 from ktrdr_daemon.file_writer import FileWriter
-from ktrdr_daemon.worker import CHECKPOINT, CHECKPOINT_FILE, load_checkpoint, save_checkpoint
+from ktrdr_daemon.worker import CHECKPOINT, CHECKPOINT_FILE, checkpoint_saver, load_checkpoint
 from pipeline.checkpoint import Packer, from_bytes, pack, to_bytes, unpack
 from pipeline.model import build_mlp
 from pipeline.trainer import CHECKPOINT_VERSION, TrainingConfig, train_model
@@ -55,8 +55,35 @@ def test_pack_and_unpack_give_back_every_tensor_and_value() -> None:
     # Unpacked tensors are independent: changing one changes nothing else.
     back["model/bias"].add_(1)
     assert torch.equal(back["model/layer.0.weight"], tensors["model/layer.0.weight"])
-    with pytest.raises(TypeError, match="tensors go in the tensors argument"):
-        pack({}, {"oops": torch.zeros(1)})
+
+
+def test_a_torn_or_forged_checkpoint_is_refused_never_unpickled() -> None:
+    data = to_bytes(pack({"w": torch.arange(6.0).reshape(2, 3)}, {"lr": 0.1, "betas": (1, 2)}))
+    for cut in range(len(data)):  # torn at every byte: refused, or (past the header) short
+        with pytest.raises(ValueError):
+            from_bytes(data[:cut])
+    head = len(data) - 6 * 4  # where the tensor's bytes start
+    header = data[16:head].decode()
+
+    def forged(text: str) -> bytes:
+        body = text.encode()
+        return data[:8] + len(body).to_bytes(8, "little") + body + data[head:]
+
+    assert torch.equal(unpack(from_bytes(forged(header)))[0]["w"], torch.arange(6.0).reshape(2, 3))
+    for bad in (header.replace('"float32"', '"object"'),  # no such dtype
+                header.replace("[6]", "[600]"),  # past the end of the file
+                header.replace("[6]", "[-6]"),
+                header.replace("[6]", '"6"'),
+                header.replace('"little"', '"big"'),
+                "[1, 2]", "{bad json"):
+        with pytest.raises(ValueError):
+            from_bytes(forged(bad))
+    # A layout that does not fit its flat tensors is refused when unpacked.
+    for bad in ("[2,30]", "[-2,3]", "[2.5,3]", "2"):
+        with pytest.raises(ValueError, match="layout"):
+            unpack(from_bytes(forged(header.replace("[2,3]", bad))))
+    with pytest.raises(ValueError, match="format"):
+        from_bytes(b"PK\x03\x04" + data[4:])  # a torch.save (zip) file, as older versions wrote
 
 
 def test_pack_copies_so_later_steps_do_not_change_a_checkpoint() -> None:
@@ -122,7 +149,7 @@ def test_worker_checkpoint_files_roundtrip_and_foreign_ones_are_ignored(tmp_path
     job_dir.mkdir()
     state = train_with_checkpoints(2)[-1]
     files = FileWriter(spool.tmp)
-    save_checkpoint(files, job_dir, state)
+    checkpoint_saver(files, job_dir)(state)
     files.close()
     loaded = load_checkpoint(job_dir)
     assert loaded is not None and loaded["epoch"] == 2 and loaded["history"] == state["history"]

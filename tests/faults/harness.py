@@ -530,7 +530,7 @@ def _wait(predicate: Any, timeout: float, interval: float = 0.003) -> Any:
 def wait_point(site: Site, job_id: str, point: str, timeout: float) -> str:
     """Wait until the job reaches ``point``; returns what it reached ("ended" if it beat us)."""
     job_dir = site.job_dir(job_id)
-    checkpoint = job_dir / "checkpoint" / "state.pt"
+    checkpoint = job_dir / "checkpoint" / "state.ckpt"
     steps = {"data": 1, "training": 8, "publish": 11, "result": 12}
 
     def stamp() -> int | None:
