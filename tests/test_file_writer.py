@@ -38,15 +38,15 @@ def test_a_newer_replace_takes_a_pending_ones_place_without_making_its_bytes(
         return name.encode()
 
     files.replace(tmp_path / "other", blocking)
-    files.replace(tmp_path / "state.pt", lambda: make("epoch 1"))
+    files.replace(tmp_path / "state.ckpt", lambda: make("epoch 1"))
     files.replace(tmp_path / "progress.json", lambda: make("queued between"))
-    files.replace(tmp_path / "state.pt", lambda: make("epoch 2"))
+    files.replace(tmp_path / "state.ckpt", lambda: make("epoch 2"))
     release.set()
     files.close()
     # Epoch 1's checkpoint was never serialized; epoch 2's took its place in the queue, so it is
     # not written after what was queued between them.
     assert made == ["epoch 2", "queued between"]
-    assert (tmp_path / "state.pt").read_bytes() == b"epoch 2"
+    assert (tmp_path / "state.ckpt").read_bytes() == b"epoch 2"
 
 
 def test_a_write_error_is_raised_in_the_callers_thread(tmp_path: Path) -> None:
