@@ -95,7 +95,7 @@ from rich.console import Console
 from ktrdr_daemon import spool as sp
 from ktrdr_daemon.console import TerminalReporter
 from ktrdr_daemon.progress import ProgressWriter
-from ktrdr_daemon.worker import WorkerStop, checkpoint_saver, warm_up
+from ktrdr_daemon.worker import SWITCH_INTERVAL_S, WorkerStop, checkpoint_saver, warm_up
 from pipeline.job import load_job
 from pipeline.market_data import default_data_root
 from pipeline.run import run_training
@@ -124,6 +124,7 @@ def calibrate():  # what one timed call of nothing costs
     for _ in range(100000):
         probe()
     return (time.thread_time() - t) / 100000
+default_switch = sys.getswitchinterval()
 spool = sp.Spool(root / "spool-account")
 spool.ensure_layout()
 kinds = ["plain", "worker", "train"]
@@ -152,6 +153,7 @@ for i in range(3 * int(sys.argv[4])):
         reporter = TerminalReporter(Console(file=io.StringIO(), force_terminal=True, width=100))
         extra = dict(on_event=timed("display", reporter))
     overhead = calibrate()
+    sys.setswitchinterval(SWITCH_INTERVAL_S if kind == "worker" else default_switch)  # as run_with
     t0, c0 = time.perf_counter(), time.thread_time()
     result = run_training(job, data_root=default_data_root(), models_root=root / "models-account",
                           device="cpu", threads=1, **extra)
