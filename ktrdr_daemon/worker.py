@@ -328,6 +328,11 @@ def load_checkpoint(job_dir: Path, progress: ProgressWriter | None = None) -> di
 
     path = job_dir / CHECKPOINT / CHECKPOINT_FILE
     if not path.is_file():
+        # Another name there (state.pt) was written by an older version of this code.
+        others = sorted(os.listdir(path.parent)) if path.parent.is_dir() else []
+        if others and progress is not None:
+            progress({"type": "warning", "message": f"checkpoint {others[0]} was written by "
+                      "another version of ktrdr-daemon; starting over"})
         return None
     try:
         state = from_bytes(path.read_bytes())

@@ -161,5 +161,9 @@ def test_worker_checkpoint_files_roundtrip_and_foreign_ones_are_ignored(tmp_path
     assert load_checkpoint(job_dir, warnings.append) is None  # type: ignore[arg-type]
     path.write_bytes(b"PK\x03\x04 torn")
     assert load_checkpoint(job_dir, warnings.append) is None  # type: ignore[arg-type]
-    assert [w["type"] for w in warnings] == ["warning", "warning"]
+    path.unlink()
+    (path.parent / "state.pt").write_bytes(b"PK\x03\x04 a torch.save file")  # before state.ckpt
+    assert load_checkpoint(job_dir, warnings.append) is None  # type: ignore[arg-type]
+    assert [w["type"] for w in warnings] == ["warning", "warning", "warning"]
     assert "version" in warnings[0]["message"] and "starting over" in warnings[1]["message"]
+    assert "state.pt" in warnings[2]["message"] and "another version" in warnings[2]["message"]
