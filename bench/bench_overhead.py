@@ -194,11 +194,27 @@ NOTES = """How the costs came down (this benchmark's method, earlier runs of it 
 - The cancel check (a19a532): `os.path.lexists` raised and caught FileNotFoundError every batch,
   ~2.7 us, ~0.4 % of training with 0.3-1 ms batches; now `faccessat`, at most every 2 ms.
 - Start (2a603b7, 4642aed): claim -> first event 45-67 ms -> 10-14 ms (see the Daemon section).
-- What is left is Python holding the GIL: the file thread's share of it shows as the training
-  thread's time off the CPU (0.5-1.0 %), about what its work costs (serializing with
-  `torch.save`: without it, 0.3 %). The same method finds `train`'s live bar costing more
-  (rich redraws 10 times a second from its own thread), so a job costs about the same either
-  way; against a run that reports nothing at all, the daemon adds ~1.6-2.1 %."""
+- Re-measured on a quieter box (epochs of ~50 ms instead of ~95 ms, so every per-epoch cost
+  counts twice as much) before the next three changes: 1.0137x (30 epochs) and 1.0148x (150
+  epochs) from the costs, goal not met; the worker added 2.9-3.2 % while training, 1.7 % of it
+  waiting for the GIL.
+- Checkpoint bytes (19a8333): a JSON header and the tensors' raw bytes joined in C, not
+  `torch.save` (~0.21 -> ~0.04 ms of the file thread's Python, all of it holding the GIL); the
+  packer only copies tensors on the training thread and leaves the values to the file thread;
+  the best weights are copied into the same tensors, so the packer's views stay valid.
+- Wake-ups (e28dd6c): the file thread is woken by the first of an epoch's four items only and
+  writes them in one batch after 3 ms (each wake-up cost the training thread ~30 us of CPU:
+  the checkpoint hand-over went from ~130 to ~17 us an epoch, in place, timed with
+  `thread_time`). Worker 2.9 -> ~2.0 % while training, in A/B runs of the method below.
+- Switch interval (3329aa6): the file thread gives up the GIL at each of its ~12 system calls an
+  epoch and takes it back; with CPython's 5 ms interval the training thread waited longer for
+  it. 1 ms in the worker: its time off the CPU 1.54-1.65 % -> 1.14-1.16 % (two A/B pairs, 150
+  epochs). Moving the progress JSON to the file thread as well did not help (the GIL it holds
+  there is time the training thread waits) and was left out.
+- Python after an epoch runs on cold caches (the same code called twice in a row: ~3x faster
+  the second time), which is why each remaining line of the per-epoch path costs what it does.
+  The same method finds `train`'s live bar costing as much (rich redraws 10 times a second
+  from its own thread), so a job costs about the same either way."""
 
 
 def _env() -> dict[str, str]:
