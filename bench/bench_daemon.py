@@ -436,10 +436,10 @@ FIXES = """Fixes this benchmark led to (before -> after, `--quick` runs of n 3-8
   task through its lifeline: claim -> the job's first event 10-14 ms.
 
 What a job costs in the daemon against training it in process is the Daemon overhead section.
-10,000 queued jobs: idle CPU ~20 % and a claim 0.35 s, because unfinished folders are still
-stat-ed each rescan (finished ones no longer are). Those pieces took 109 and 75 ms here against
-70 and 55 ms in the previous run: the machine, not the code (the previous commit and this one,
-timed side by side over 2,000 queued jobs: `job_rows` 153-198 ms and 164-227 ms)."""
+10,000 queued jobs: idle CPU 11-20 % and a claim 0.3-0.35 s over the last runs, because
+unfinished folders are still stat-ed each rescan (finished ones no longer are); the rescan
+pieces in the table are most of it. They vary with the machine from run to run (109 and 75 ms,
+then 89 and 57 ms, for the same code), so compare them within one run only."""
 
 
 def goal(ok: bool) -> str:
