@@ -306,12 +306,13 @@ def checkpoint_saver(files: FileWriter, job_dir: Path) -> Callable[[dict[str, An
 
     folder = job_dir / CHECKPOINT
     path = folder / CHECKPOINT_FILE
-    made: list[bool] = []  # the folder, made at the first checkpoint (not a mkdir an epoch)
+    made = False  # the folder, made at the first checkpoint (not a mkdir an epoch)
 
     def save(state: dict[str, Any]) -> None:
+        nonlocal made
         if not made:
             folder.mkdir(exist_ok=True)
-            made.append(True)
+            made = True
         files.replace(path, lambda: to_bytes(state))
 
     return save

@@ -125,14 +125,19 @@ def unpack(packed: Mapping[str, Any]) -> tuple[dict[str, Tensor], Any]:
     tensors = {}
     try:
         for name, dtype, offset, shape in json.loads(packed["layout"]):
-            count = math.prod(shape)
-            if not (all(type(n) is int and n >= 0 for n in shape) and type(offset) is int
-                    and offset >= 0 and offset + count <= flat[dtype].numel()):
+            if not _is_span(offset, shape) or offset + math.prod(shape) > flat[dtype].numel():
                 raise ValueError(f"{name!r} lies outside its flat tensor")
-            tensors[name] = flat[dtype][offset : offset + count].reshape(shape).clone()
+            part = flat[dtype][offset : offset + math.prod(shape)]
+            tensors[name] = part.reshape(shape).clone()
     except (TypeError, KeyError, ValueError) as exc:
         raise ValueError(f"checkpoint layout does not fit its tensors: {exc}") from None
     return tensors, packed["values"]
+
+
+def _is_span(offset: Any, shape: Any) -> bool:
+    """Whether a header's offset and shape (read from a file: anything) are sizes."""
+    return (type(offset) is int and offset >= 0 and isinstance(shape, list)
+            and all(type(n) is int and n >= 0 for n in shape))
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
@@ -190,11 +195,10 @@ def from_bytes(data: bytes) -> Any:
         dtype = _DTYPES.get(name) if isinstance(name, str) else None
         if dtype is None:
             raise ValueError(f"unknown tensor dtype {name!r}")
-        if not (isinstance(shape, list) and all(type(n) is int and n >= 0 for n in shape)
-                and type(offset) is int and offset >= 0):
+        if not _is_span(offset, shape):
             raise ValueError("a tensor's shape or offset is not a list of sizes")
         count = math.prod(shape)
-        size = count * torch.empty((), dtype=dtype).element_size()
+        size = count * dtype.itemsize
         if offset + size > len(raw):
             raise ValueError("truncated: a tensor lies past the end of the file")
         if count == 0:
