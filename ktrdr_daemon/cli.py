@@ -100,10 +100,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         rows.append({"strategy": name, "trained": bool(mine), "versions": [
             {"version": f"{v.timeframe}_v{v.version}", "path": str(v.path),
              "created_at": v.created_at,
-             "test_accuracy": v.metrics.get("test", {}).get("test_accuracy"),
-             "f1": v.metrics.get("test", {}).get("f1"),
-             "precision": v.metrics.get("test", {}).get("precision"),
-             "recall": v.metrics.get("test", {}).get("recall"),
+             **v.headline,  # ours or KTRDR's metrics, wherever the writer put them
              "report": str(v.path / "report.png") if (v.path / "report.png").is_file()
              else None} for v in mine]})
     if args.json:
@@ -112,11 +109,15 @@ def cmd_models(args: argparse.Namespace) -> int:
     for row in rows:
         print(f"{row['strategy']}: {'trained' if row['trained'] else 'untrained'}")
         for v in row["versions"]:
-            acc = "-" if v["test_accuracy"] is None else f"{v['test_accuracy']:.3f}"
-            f1 = "-" if v["f1"] is None else f"{v['f1']:.3f}"
-            print(f"  {v['version']:<10} acc {acc}  f1 {f1}  {v['created_at']}  {v['path']}")
+            acc, f1, val = (_fmt(v[k]) for k in ("test_accuracy", "f1", "best_val_accuracy"))
+            print(f"  {v['version']:<10} acc {acc}  f1 {f1}  val {val}  {v['created_at']}  "
+                  f"{v['path']}")
             print(f"  {'':<10} report {v['report'] or '(none: ktrdr-daemon report PATH)'}")
     return EXIT_OK
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
 
 
 def cmd_report(args: argparse.Namespace) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from pipeline.errors import DataError
 from pipeline.evaluate import evaluate_model, permutation_importance
 from pipeline.events import STEPS, OnEvent, ignore_event
 from pipeline.job import Job
+from pipeline.ktrdr_files import version_documents
 from pipeline.labels import LABEL_NAMES, zigzag_labels
 from pipeline.market_data import load_prices
 from pipeline.model import build_mlp
@@ -218,17 +220,16 @@ def run_training(
         "labels": {split: _label_counts(dataset.y[split])
                    for split in ("train", "validation", "test")},
     }
+    # Every file in KTRDR's shape with our own keys beside (spec 10.1).
+    docs = version_documents(
+        strategy=strategy, names=names, normalization=dataset.normalization,
+        importance=importance, history=trained.history, test=test, metrics=metrics,
+        metadata={"device": device_info["device"], "seed": config.seed, "job_id": job_id},
+        created_at=datetime.now(UTC))
     model_path = ModelStore(models_root).save(
         strategy_name=strategy.name, base_timeframe=base_tf, model=model,
-        config=strategy.raw, metrics=metrics,
-        # ModelStore.load reads "feature_names"; without it a loaded model lists no inputs.
-        features={"feature_names": names, "resolved_features": names, "importance": importance,
-                  "normalization": dataset.normalization},
-        metadata={"strategy": strategy.name, "timeframe": base_tf, "timeframes": timeframes,
-                  "symbols": symbols, "device": device_info["device"], "seed": config.seed,
-                  "job_id": job_id},
-        metadata_v3={"resolved_features": names, "indicators": strategy.indicators,
-                     "fuzzy_sets": strategy.fuzzy_sets, "nn_inputs": strategy.nn_inputs},
+        config=docs["config"], metrics=docs["metrics"], features=docs["features"],
+        metadata=docs["metadata"], metadata_v3=docs["metadata_v3"],
         before_publish=before_publish,
         extra_files=lambda folder: _draw_report(folder, steps),
     )

@@ -6,6 +6,8 @@ leaves only staging litter that no reader looks at. Two writers that pick the sa
 that rename; the loser (the target folder already exists and is not empty) takes N+1.
 Loading never unpickles: the MLP is rebuilt from JSON and ``model.pt`` is read with
 ``weights_only=True``. ``model_full.pt`` (a pickled module) is written only for KTRDR's loader.
+Every version is one KTRDR would have written (``pipeline.ktrdr_form`` and
+``pipeline.ktrdr_files`` say how), and versions KTRDR wrote load here unedited.
 
 ``torch.save`` output is a function of the tensors and the file's base name (the zip's record
 prefix), so the same weights always give a byte-identical ``model.pt``.
@@ -23,7 +25,7 @@ import re
 import shutil
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,8 +33,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from pipeline import ktrdr_files
 from pipeline.errors import PipelineError
-from pipeline.model import MLP, build_mlp
+from pipeline.ktrdr_form import check_outputs, form_for_type, form_of, plain_state
 
 STAGING = ".staging"
 FILES = (
@@ -51,12 +54,14 @@ _SAFE_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 class LoadedModel:
     """A saved version, rebuilt on the CPU in eval mode."""
 
-    model: MLP
+    model: torch.nn.Module
     metadata: dict
     features: list[str]
     config: dict
     metrics: dict
     path: Path
+    normalization: dict = field(default_factory=dict)  # raw inputs' scaling, KTRDR's shape
+    metadata_v3: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -69,6 +74,22 @@ class VersionInfo:
     path: Path
     metrics: dict
     created_at: str | None
+    metadata: dict = field(default_factory=dict)
+
+    @property
+    def headline(self) -> dict[str, Any]:
+        """Test metrics as we write them, else as KTRDR's host path does (top level), and the
+        best validation accuracy KTRDR's own listing shows."""
+        test = self.metrics.get("test") or {}
+        summary = self.metadata.get("training_summary") or {}
+        return {
+            "test_accuracy": test.get("test_accuracy", self.metrics.get("test_accuracy")),
+            "f1": test.get("f1", self.metrics.get("f1_score")),
+            "precision": test.get("precision", self.metrics.get("precision")),
+            "recall": test.get("recall", self.metrics.get("recall")),
+            "best_val_accuracy": self.metrics.get(
+                "best_val_accuracy", summary.get("best_val_accuracy")),
+        }
 
 
 def _check_name(kind: str, name: str) -> str:
@@ -150,7 +171,7 @@ class ModelStore:
         *,
         strategy_name: str,
         base_timeframe: str,
-        model: MLP,
+        model: torch.nn.Module,
         config: dict,
         metrics: dict,
         features: dict,
@@ -205,23 +226,27 @@ class ModelStore:
         folder: Path,
         strategy: str,
         timeframe: str,
-        model: MLP,
+        model: torch.nn.Module,
         config: dict,
         metrics: dict,
         features: dict,
         metadata: dict,
         metadata_v3: dict,
     ) -> None:
-        state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-        full = copy.deepcopy(model).cpu().eval()
+        # KTRDR's key names and a module of torch classes only (no class of ours to import).
+        state = plain_state(model)
+        plain = form_of(model).plain(model)
+        full = copy.deepcopy(plain).cpu().eval()
         meta = {"strategy": strategy, "timeframe": timeframe, **metadata}
         meta.update(
             is_trained=True,
             created_at=metadata.get("created_at")
             or datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            model_type=type(plain).__name__,  # what KTRDR records: the saved class's name
+            pytorch_version=torch.__version__,
             torch_version=torch.__version__,
-            architecture=dict(model.config),
-            input_size=model.config["input_size"],
+            architecture=dict(getattr(model, "config", {})),
+            input_size=getattr(model, "config", {}).get("input_size"),
         )
         _write_torch(folder / "model.pt", state)
         _write_json(folder / "config.json", config)
@@ -288,29 +313,27 @@ class ModelStore:
     # -- reading ---------------------------------------------------------------------------
 
     def load(self, path: Path) -> LoadedModel:
-        """Rebuild the model of a version folder (or ``_latest`` link) on the CPU, eval mode."""
+        """Rebuild the model of a version folder (or ``_latest`` link) on the CPU, eval mode.
+
+        Reads versions of ours (either key layout) and KTRDR's, unedited: see
+        :func:`pipeline.ktrdr_files.architecture` for where each fact is looked up."""
         folder = Path(path).resolve()
         if not (folder / "model.pt").is_file():
             raise PipelineError(f"{path} is not a saved model version (no model.pt)")
-        metadata = _read_json(folder / "metadata.json")
-        config = _read_json(folder / "config.json")
-        features = _read_json(folder / "features.json")
-        metrics = _read_json(folder / "metrics.json")
-        architecture = metadata.get("architecture") or {
-            **config.get("model", {}).get("architecture", {}),
-            "input_size": metadata["input_size"],
-        }
-        model = build_mlp(
-            input_size=int(architecture["input_size"]),
-            hidden_layers=list(architecture["hidden_layers"]),
-            dropout=float(architecture.get("dropout", 0.0)),
-            activation=str(architecture.get("activation", "relu")),
-        )
+        docs = {name: _read_json(folder / f"{name}.json")
+                for name in ("metadata", "config", "features", "metrics")}
+        v3_path = folder / "metadata_v3.json"
+        docs["metadata_v3"] = _read_json(v3_path) if v3_path.is_file() else {}
         state = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)
-        model.load_state_dict(state)
+        architecture = ktrdr_files.architecture(folder, docs, state)
+        check_outputs(state)
+        form = form_for_type(architecture["type"])
+        model = form.build(architecture)
+        form.load_state(model, state)
         model.eval()
-        names = features.get("feature_names", features.get("features", []))
-        return LoadedModel(model, metadata, list(names), config, metrics, folder)
+        return LoadedModel(
+            model, docs["metadata"], ktrdr_files.feature_names(docs), docs["config"],
+            docs["metrics"], folder, ktrdr_files.normalization(docs), docs["metadata_v3"])
 
     def versions(self, strategy: str | None = None) -> list[VersionInfo]:
         """Every published version (staging is never listed), sorted by strategy, tf, N."""
@@ -336,12 +359,11 @@ class ModelStore:
                 folder = Path(entry.path)
                 try:
                     metrics = _read_json(folder / "metrics.json")
-                    created = _read_json(folder / "metadata.json").get("created_at")
+                    metadata = _read_json(folder / "metadata.json")
                 except (OSError, ValueError):
                     continue  # being deleted right now
-                found.append(
-                    VersionInfo(name, match.group(1), int(match.group(2)), folder, metrics, created)
-                )
+                found.append(VersionInfo(name, match.group(1), int(match.group(2)), folder,
+                                         metrics, metadata.get("created_at"), metadata))
         found.sort(key=lambda v: (v.strategy, v.timeframe, v.version))
         return found
 
@@ -376,3 +398,10 @@ def predict(loaded: LoadedModel, X: np.ndarray) -> np.ndarray:
     with torch.no_grad():
         logits = loaded.model(torch.as_tensor(np.asarray(X), dtype=torch.float32))
     return logits.argmax(1).numpy()
+
+
+def predict_proba(loaded: LoadedModel, X: np.ndarray) -> np.ndarray:
+    """Class probabilities (softmax of the logits) for the rows of ``X``, already scaled."""
+    with torch.no_grad():
+        logits = loaded.model(torch.as_tensor(np.asarray(X), dtype=torch.float32))
+    return torch.softmax(logits, 1).numpy()

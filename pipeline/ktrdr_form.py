@@ -1,0 +1,173 @@
+"""What a model looks like to KTRDR: one entry per model type, the only place that knows it.
+
+A version we save must be one KTRDR would have saved (spec 10.1), and a version KTRDR saved
+must load here. Both directions hinge on a few facts per model type, kept together in a
+:class:`KtrdrForm`:
+
+- which plain torch module KTRDR's network class corresponds to, so ``model.pt`` holds that
+  module's ``state_dict`` under KTRDR's key names and ``model_full.pt`` pickles only torch
+  classes (KTRDR's ``ModelStorage.load_model`` unpickles it with no class of ours importable);
+- how to rebuild our module from KTRDR's ``config.json`` ``model`` section and an input size;
+- how to load a state dict in either layout into our module.
+
+KTRDR's key names, per its network classes: its MLP is a bare ``nn.Sequential`` of
+Linear -> activation -> Dropout blocks, so keys are ``0.weight``, ``0.bias``, ``3.weight``...
+Its ``LSTMNetwork``/``GRUNetwork`` hold ``lstm``/``gru`` (``nn.LSTM``/``nn.GRU``, batch_first),
+``dropout`` and ``fc``, so keys are ``lstm.weight_ih_l0``, ``lstm.weight_hh_l0``,
+``lstm.bias_ih_l0``, ``lstm.bias_hh_l0`` (per layer), ``fc.weight``, ``fc.bias`` (``gru.*``
+likewise); ``metadata_v3.json`` then carries ``model_type`` "lstm"/"gru" and the
+``sequence_length`` from ``model.architecture``. A recurrent entry here must name its submodules
+the same way; its ``model_full.pt`` cannot be torch-only (the forward pass that takes the last
+layer's hidden state is KTRDR's code), which that entry has to settle when it is added.
+
+How the label source maps to KTRDR's ``output_type`` and output width is kept here too
+(:data:`OUTPUT_TYPES`), following KTRDR's orchestrator.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from pipeline.errors import PipelineError
+from pipeline.model import ACTIVATIONS, MLP, NUM_CLASSES, build_mlp
+
+OLD_PREFIX = "network."  # versions we saved before issue 14 wrapped the Sequential
+
+
+@dataclass(frozen=True)
+class OutputType:
+    """KTRDR's ``output_type`` name and the width of the last layer it builds for it."""
+
+    name: str
+    outputs: int
+
+
+# label source -> what KTRDR's orchestrator records and builds (its output_type_map and
+# output_dim): zigzag and triple_barrier are 3-class classification, regime has 4 classes,
+# forward_return is a single regression output.
+OUTPUT_TYPES: dict[str, OutputType] = {
+    "zigzag": OutputType("classification", 3),
+    "triple_barrier": OutputType("classification", 3),
+    "context": OutputType("context_classification", 3),
+    "regime": OutputType("regime_classification", 4),
+    "forward_return": OutputType("regression", 1),
+}
+
+
+def output_type(labels: Mapping[str, Any]) -> OutputType:
+    """The output type of a strategy's ``training.labels`` (KTRDR's default source: zigzag)."""
+    return OUTPUT_TYPES.get(str(labels.get("source", "zigzag")), OUTPUT_TYPES["zigzag"])
+
+
+@dataclass(frozen=True)
+class KtrdrForm:
+    """How one of our model types is stored so that KTRDR reads it, and read back."""
+
+    model_type: str  # KTRDR's ``model.type`` and ``metadata_v3.model_type``
+    our_class: type[nn.Module]
+    plain: Callable[[nn.Module], nn.Module]  # the module whose state_dict KTRDR loads
+    architecture: Callable[[Mapping[str, Any]], dict]  # config ``model`` section -> ours
+    build: Callable[[Mapping[str, Any]], nn.Module]  # our architecture dict -> module
+    load_state: Callable[[nn.Module, Mapping[str, torch.Tensor]], None]
+    sequence_length: Callable[[Mapping[str, Any]], int | None]
+
+
+def _mlp_architecture(model_section: Mapping[str, Any]) -> dict:
+    """KTRDR's MLPTradingModel reads ``architecture.hidden_layers`` (required), ``dropout``
+    (default 0.2) and ``activation`` (lower-cased, unknown names fall back to relu)."""
+    arch = model_section.get("architecture") or {}
+    if "hidden_layers" not in arch:
+        raise PipelineError("config.json model.architecture has no hidden_layers")
+    activation = str(arch.get("activation", "relu")).lower()
+    return {
+        "hidden_layers": [int(h) for h in arch["hidden_layers"]],
+        "dropout": float(arch.get("dropout", 0.2)),
+        "activation": activation if activation in ACTIVATIONS else "relu",
+    }
+
+
+def _mlp_build(arch: Mapping[str, Any]) -> MLP:
+    return build_mlp(
+        input_size=int(arch["input_size"]),
+        hidden_layers=list(arch["hidden_layers"]),
+        dropout=float(arch.get("dropout", 0.0)),
+        activation=str(arch.get("activation", "relu")),
+    )
+
+
+def _mlp_load_state(model: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
+    """KTRDR's layout (``0.weight``...) goes into the Sequential; ours before issue 14
+    (``network.0.weight``...) into the wrapper. Anything else is refused by torch, strictly."""
+    assert isinstance(model, MLP)
+    if any(key.startswith(OLD_PREFIX) for key in state):
+        model.load_state_dict(state)
+    else:
+        model.network.load_state_dict(state)
+
+
+FORMS: dict[str, KtrdrForm] = {
+    "mlp": KtrdrForm(
+        model_type="mlp",
+        our_class=MLP,
+        plain=lambda model: model.network,  # nn.Sequential of torch layers only
+        architecture=_mlp_architecture,
+        build=_mlp_build,
+        load_state=_mlp_load_state,
+        sequence_length=lambda arch: None,
+    ),
+}
+
+
+def form_for_type(model_type: str) -> KtrdrForm:
+    """The form of a ``model.type`` as written in a strategy or in KTRDR's metadata."""
+    form = FORMS.get(str(model_type).lower())
+    if form is None:
+        raise PipelineError(
+            f"model type {model_type!r} cannot be loaded here yet; supported: {', '.join(FORMS)}"
+        )
+    return form
+
+
+def form_of(model: nn.Module) -> KtrdrForm:
+    """The form of one of our modules."""
+    for form in FORMS.values():
+        if isinstance(model, form.our_class):
+            return form
+    raise PipelineError(f"no KTRDR form for {type(model).__name__}")
+
+
+def plain_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """``model.pt``'s content: KTRDR's key names, detached CPU copies."""
+    plain = form_of(model).plain(model)
+    return {k: v.detach().to("cpu", copy=True) for k, v in plain.state_dict().items()}
+
+
+def output_width(state: Mapping[str, torch.Tensor]) -> int:
+    """Width of the last layer of a state dict (its last 2-D weight)."""
+    weights = [v for k, v in state.items() if k.endswith("weight") and v.dim() == 2]
+    if not weights:
+        raise PipelineError("model.pt holds no layer weights")
+    return int(weights[-1].shape[0])
+
+
+def input_width(state: Mapping[str, torch.Tensor]) -> int:
+    """Input width of a state dict (its first 2-D weight), KTRDR's last resort too."""
+    for key, value in state.items():
+        if key.endswith("weight") and value.dim() == 2:
+            return int(value.shape[1])
+    raise PipelineError("model.pt holds no layer weights")
+
+
+def check_outputs(state: Mapping[str, torch.Tensor]) -> None:
+    """Our networks have three logits today; say so instead of a shape error from torch."""
+    width = output_width(state)
+    if width != NUM_CLASSES:
+        raise PipelineError(
+            f"model.pt has {width} outputs; this version of ktrdr-daemon loads "
+            f"{NUM_CLASSES}-class classification models only"
+        )
