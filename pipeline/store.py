@@ -1,9 +1,12 @@
 """The model store: ``{root}/{strategy}/{timeframe}_v{N}/`` folders and a ``_latest`` link.
 
-The filesystem is the database. A version is written whole into ``{root}/.staging/<unique>``,
-flushed, then renamed into place in one step, so readers see all of it or nothing, and a crash
-leaves only staging litter that no reader looks at. Two writers that pick the same N race on
-that rename; the loser (the target folder already exists and is not empty) takes N+1.
+The filesystem is the database. A version is written whole into
+``{root}/.staging/<unique>/version`` (one level deeper than a version folder, so that KTRDR's
+``list_models``, which takes every ``{root}/*/*`` folder holding a metadata.json for a model,
+never lists unfinished work or crash litter), flushed, then renamed into place in one step,
+so readers see all of it or nothing, and a crash leaves only staging litter that no reader
+looks at. Two writers that pick the same N race on that rename; the loser (the target folder
+already exists and is not empty) takes N+1.
 Loading never unpickles: the MLP is rebuilt from JSON and ``model.pt`` is read with
 ``weights_only=True``. ``model_full.pt`` (a pickled module) is written only for KTRDR's loader.
 Every version is one KTRDR would have written (``pipeline.ktrdr_form`` and
@@ -193,7 +196,9 @@ class ModelStore:
         timeframe = _check_name("timeframe", base_timeframe)
         staging_root = self.root / STAGING
         staging_root.mkdir(parents=True, exist_ok=True)
-        staging = staging_root / f"{strategy}-{timeframe}-{os.getpid()}-{uuid.uuid4().hex}"
+        holder = staging_root / f"{strategy}-{timeframe}-{os.getpid()}-{uuid.uuid4().hex}"
+        holder.mkdir()
+        staging = holder / "version"
         staging.mkdir()
         try:
             self._write_version(
@@ -216,8 +221,9 @@ class ModelStore:
                 before_publish()
             target = self._publish(staging, strategy, timeframe)
         except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
+            shutil.rmtree(holder, ignore_errors=True)
             raise
+        holder.rmdir()
         self._update_latest(target.parent, timeframe)
         return target
 
@@ -383,11 +389,10 @@ class ModelStore:
         match = re.match(r"^(.+)_v\d+$", folder.name)
         if not match or not (folder / "model.pt").exists():
             raise PipelineError(f"{path} is not a saved model version")
-        trash = (
-            self.root / STAGING / f"deleted-{folder.parent.name}-{folder.name}-{uuid.uuid4().hex}"
-        )
-        trash.parent.mkdir(parents=True, exist_ok=True)
-        os.rename(folder, trash)
+        unique = f"deleted-{folder.parent.name}-{folder.name}-{uuid.uuid4().hex}"
+        trash = self.root / STAGING / unique
+        trash.mkdir(parents=True)
+        os.rename(folder, trash / "version")
         _fsync_dir(folder.parent)
         self._update_latest(folder.parent, match.group(1))
         shutil.rmtree(trash, ignore_errors=True)
