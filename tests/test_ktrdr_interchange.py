@@ -233,3 +233,16 @@ def test_multi_symbol_documents_name_the_symbols_as_ktrdr_does() -> None:
         "epochs": 2, "final_accuracy": 0.6, "best_val_accuracy": 0.5}
     assert docs["metrics"]["f1_score"] == 0.2
     assert docs["config"]["model"]["architecture"]["activation"] == "relu"
+
+
+def test_the_walk_refuses_a_version_saved_before_issue_14() -> None:
+    """What KTRDR did with our versions before (issue 14), the walk does too: no test above
+    could pass on the old files."""
+    root = DATA / "ours_before_14"
+    stored = kp.storage_load_model(root, "old_format_mi", "EURUSD", "1h")
+    assert isinstance(stored.model, dict)  # model_full.pt pickled a class of ours
+    assert any("model_full.pt unusable" in step for step in stored.trace)
+    with pytest.raises(RuntimeError, match='Missing key.*"0.weight"'):
+        kp.live_load_model(root, "old_format_mi", "EURUSD", "1h")
+    with pytest.raises(KeyError, match="model_name"):
+        kp.bundle_load(root / "old_format_mi" / "1h_v1")
