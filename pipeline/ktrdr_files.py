@@ -103,19 +103,7 @@ def version_documents(
     """config, metrics, features, metadata and metadata_v3 of a version, KTRDR's fields
     first; ``metrics`` and ``metadata`` are ours and are kept whole."""
     summary = training_summary(history)
-    out_type = output_type(strategy.training.get("labels") or {})
-    symbol = strategy.symbols[0] if len(strategy.symbols) == 1 else "MULTI"
-    base = strategy.base_timeframe
-    timeframes = [base] + [tf for tf in strategy.timeframes if tf != base]
-    config = copy.deepcopy(strategy.raw)
-    model_section = config.setdefault("model", {})
-    model_section.setdefault("type", strategy.model.get("type", "mlp"))
-    arch = model_section.setdefault("architecture", {})
-    for key in ("hidden_layers", "dropout", "activation"):
-        arch.setdefault(key, strategy.model[key])  # KTRDR's defaults differ from ours
-    if out_type.name == "regression":
-        model_section["output_format"] = "regression"  # KTRDR's orchestrator records this
-    form = form_for_type(model_section["type"])
+    config = _config(strategy)
     return {
         "config": config,
         "metrics": {**summary, **_ktrdr_test(test), "symbols": strategy.symbols,
@@ -132,37 +120,67 @@ def version_documents(
             "feature_names": names, "resolved_features": names, "importance": importance,
             "normalization": normalization,
         },
-        "metadata": {
-            "strategy_name": strategy.name, "symbol": symbol, "timeframe": base,
-            "created_at": created_at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-            "model_version": "pure_fuzzy_v1", "architecture_type": "pure_fuzzy",
-            "training_summary": {"epochs": summary["epochs_trained"],
-                                 "final_accuracy": summary.get("final_train_accuracy", 0),
-                                 "best_val_accuracy": summary.get("best_val_accuracy", 0)},
-            "feature_engineering": {"removed": True, "scaler_required": False,
-                                    "fuzzy_only": True},
-            # ours
-            "strategy": strategy.name, "timeframes": strategy.timeframes,
-            "symbols": strategy.symbols, **metadata,
-        },
-        "metadata_v3": {
-            "model_name": strategy.name, "strategy_name": strategy.name,
-            "created_at": created_at.isoformat(),
-            "strategy_version": str(strategy.raw.get("version", "3.0")),
-            "indicators": copy.deepcopy(strategy.raw.get("indicators", {})),
-            "fuzzy_sets": ktrdr_fuzzy_sets(strategy),
-            "nn_inputs": ktrdr_nn_inputs(strategy),
-            "resolved_features": names,
-            "training_symbols": strategy.symbols,
-            "training_timeframes": timeframes,
-            "training_metrics": summary,
-            "output_type": out_type.name,
-            "model_type": form.model_type,
-            "sequence_length": form.sequence_length(arch),
-            "normalization_params": normalization_params(strategy, normalization),
-            "context_data_config": None,
-            "context_source_ids": [],
-        },
+        "metadata": _metadata(strategy, summary, metadata, created_at),
+        "metadata_v3": _metadata_v3(strategy, config, names, normalization, summary,
+                                    created_at),
+    }
+
+
+def _config(strategy: Strategy) -> dict:
+    """The strategy as trained, its architecture spelled out (KTRDR's defaults differ from
+    ours) and, for regression, ``model.output_format`` as KTRDR's orchestrator records it."""
+    config = copy.deepcopy(strategy.raw)
+    model_section = config.setdefault("model", {})
+    model_section.setdefault("type", strategy.model.get("type", "mlp"))
+    arch = model_section.setdefault("architecture", {})
+    for key in ("hidden_layers", "dropout", "activation"):
+        arch.setdefault(key, strategy.model[key])
+    if output_type(strategy.training.get("labels") or {}).name == "regression":
+        model_section["output_format"] = "regression"
+    return config
+
+
+def _metadata(strategy: Strategy, summary: dict, ours: dict, created_at: datetime) -> dict:
+    """KTRDR's metadata.json (what its ``list_models`` shows), then our keys."""
+    return {
+        "strategy_name": strategy.name,
+        "symbol": strategy.symbols[0] if len(strategy.symbols) == 1 else "MULTI",
+        "timeframe": strategy.base_timeframe,
+        "created_at": created_at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "model_version": "pure_fuzzy_v1", "architecture_type": "pure_fuzzy",
+        "training_summary": {"epochs": summary["epochs_trained"],
+                             "final_accuracy": summary.get("final_train_accuracy", 0),
+                             "best_val_accuracy": summary.get("best_val_accuracy", 0)},
+        "feature_engineering": {"removed": True, "scaler_required": False, "fuzzy_only": True},
+        # ours
+        "strategy": strategy.name, "timeframes": strategy.timeframes,
+        "symbols": strategy.symbols, **ours,
+    }
+
+
+def _metadata_v3(strategy: Strategy, config: dict, names: list[str],
+                 normalization: dict[str, dict], summary: dict, created_at: datetime) -> dict:
+    """KTRDR's ``ModelMetadata.to_dict``, every field; training timeframes base first."""
+    base = strategy.base_timeframe
+    model_section = config["model"]
+    form = form_for_type(model_section["type"])
+    return {
+        "model_name": strategy.name, "strategy_name": strategy.name,
+        "created_at": created_at.isoformat(),
+        "strategy_version": str(strategy.raw.get("version", "3.0")),
+        "indicators": copy.deepcopy(strategy.raw.get("indicators", {})),
+        "fuzzy_sets": ktrdr_fuzzy_sets(strategy),
+        "nn_inputs": ktrdr_nn_inputs(strategy),
+        "resolved_features": names,
+        "training_symbols": strategy.symbols,
+        "training_timeframes": [base] + [tf for tf in strategy.timeframes if tf != base],
+        "training_metrics": summary,
+        "output_type": output_type(strategy.training.get("labels") or {}).name,
+        "model_type": form.model_type,
+        "sequence_length": form.sequence_length(model_section["architecture"]),
+        "normalization_params": normalization_params(strategy, normalization),
+        "context_data_config": None,
+        "context_source_ids": [],
     }
 
 
