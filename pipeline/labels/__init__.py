@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from pipeline.labels import context, forward_return, regime, triple_barrier, zigzag
@@ -34,7 +35,8 @@ SOURCES: dict[str, LabelSource] = {
 
 __all__ = [
     "BUY", "HOLD", "LABEL_NAMES", "REGRESSION", "SELL", "SOURCES", "LabelResult", "LabelSource",
-    "Param", "ResolvedParams", "get_source", "make_labels", "purged_split", "resolve_params",
+    "Param", "ResolvedParams", "get_source", "make_labels", "pair_with_rows", "purged_split",
+    "resolve_params",
     "zigzag_labels", "zigzag_pivots",
 ]
 
@@ -50,3 +52,20 @@ def get_source(name: str) -> LabelSource:
 def make_labels(bars: pd.DataFrame, labels_cfg: Mapping[str, Any]) -> LabelResult:
     """Label one symbol's base-timeframe bars with the validated ``training.labels`` mapping."""
     return get_source(labels_cfg.get("source", "zigzag")).label(bars, labels_cfg)
+
+
+def pair_with_rows(result: LabelResult, bars_index: pd.Index, rows_index: pd.Index
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Match labels to feature rows by timestamp: (rows to keep, their labels, their weights).
+
+    ``rows_index`` (feature rows, warm-up dropped) is a subset of ``bars_index`` (the bars
+    that were labelled). A row is kept when its bar has a label, so the feature row of bar j
+    always carries label j, whatever bars lack one (an unlabelled tail, CUSUM non-events).
+    """
+    at = bars_index.get_indexer(rows_index)
+    if (at < 0).any():
+        raise ValueError("every feature row must be a labelled bar's timestamp")
+    keep = result.valid[at]
+    rows = at[keep]
+    weights = result.weights[rows] if result.weights is not None else None
+    return keep, result.values[rows], weights
