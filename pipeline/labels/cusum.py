@@ -27,17 +27,24 @@ def cusum_events(close: np.ndarray, threshold: float, multiplier: float, span: i
     """
     close = np.asarray(close, dtype=np.float64)
     h = cusum_threshold(close, threshold, multiplier, span)
-    events = np.zeros(len(close), dtype=bool)
+    returns = np.diff(np.log(close))
+    # r - h and r + h elementwise in numpy round exactly as they would one by one.
+    above, below = (returns - h).tolist(), (returns + h).tolist()
     s_pos = s_neg = 0.0
     hits = []
-    for i, r in enumerate(np.diff(np.log(close)).tolist(), start=1):
-        s_pos = max(0.0, s_pos + (r - h))
-        s_neg = min(0.0, s_neg + (r + h))
+    for i in range(len(above)):
+        s_pos += above[i]
+        if s_pos < 0.0:
+            s_pos = 0.0
+        s_neg += below[i]
+        if s_neg > 0.0:
+            s_neg = 0.0
         if s_pos > h:
-            hits.append(i)
+            hits.append(i + 1)
             s_pos = 0.0
         elif s_neg < -h:
-            hits.append(i)
+            hits.append(i + 1)
             s_neg = 0.0
+    events = np.zeros(len(close), dtype=bool)
     events[hits] = True
     return events
