@@ -178,3 +178,22 @@ def test_dataset_purges_per_symbol_and_keeps_training_weights() -> None:
     assert build_dataset(parts, split, {}).train_weights is not None
     assert build_dataset(parts, split, {}).rows["A"] == {"train": 700, "validation": 150,
                                                           "test": 150}
+
+
+def test_labels_come_from_the_base_timeframe_not_the_finest(tmp_path: Path) -> None:
+    """KTRDR labels on the highest-frequency timeframe (defect 4): a 1h + 4h strategy with
+    base 4h would train on 1h rows. Ours labels and trains on the 4h bars."""
+    from pipeline import safe_yaml
+
+    data = safe_yaml.load((STRATEGIES / "multi_indicator.yaml").read_text())
+    data["training_data"]["timeframes"] = {"mode": "multi_timeframe", "list": ["1h", "4h"],
+                                           "base_timeframe": "4h"}
+    data["training"].update({"epochs": 1, "early_stopping": None,
+                             "labels": {"source": "triple_barrier", "max_holding_period": 12}})
+    events: list[dict] = []
+    result = run_training(load_job(data), data_root=default_data_root(), models_root=tmp_path,
+                          on_event=events.append)
+    rows = sum(result.metrics["rows"]["EURUSD"].values())
+    bars_4h = [m for m in substeps(events, 1) if m.startswith("EURUSD 4h:")][0]
+    n_4h = int(bars_4h.split()[2])
+    assert 1000 < n_4h < 1300 and rows < n_4h - 12  # warm-up and the last 12 bars unlabelled
