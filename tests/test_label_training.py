@@ -197,3 +197,22 @@ def test_labels_come_from_the_base_timeframe_not_the_finest(tmp_path: Path) -> N
     bars_4h = [m for m in substeps(events, 1) if m.startswith("EURUSD 4h:")][0]
     n_4h = int(bars_4h.split()[2])
     assert 1000 < n_4h < 1300 and rows < n_4h - 12  # warm-up and the last 12 bars unlabelled
+
+
+def test_features_csv_leaves_unlabelled_bars_empty(tmp_path: Path) -> None:
+    """`ktrdr-daemon features` on a triple-barrier strategy: the last H bars have no label."""
+    from ktrdr_daemon.cli import main
+    from pipeline import safe_yaml
+
+    data = safe_yaml.load((STRATEGIES / "multi_indicator.yaml").read_text())
+    data["training"]["labels"] = {"source": "triple_barrier", "max_holding_period": 30}
+    strategy, out = tmp_path / "tb.yaml", tmp_path / "f.csv"
+    strategy.write_text(safe_yaml.dump(data))
+    assert main(["features", str(strategy), "--out", str(out),
+                 "--data", str(default_data_root())]) == 0
+    label = pd.read_csv(out)["label"]
+    assert len(label) == 5000 and label.iloc[-30:].isna().all()
+    bars = read_price_file(default_data_root() / "EURUSD_1h.csv")
+    expected = SOURCES["triple_barrier"].label(bars, {**SOURCES["triple_barrier"].defaults,
+                                                      "max_holding_period": 30})
+    assert label.iloc[:-30].astype(int).tolist() == expected.values[:-30].tolist()
