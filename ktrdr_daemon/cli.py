@@ -54,9 +54,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_features(args: argparse.Namespace) -> int:
     """Write what the strategy feeds the network, one row per base bar (spec section 8)."""
+    import numpy as np
+
     from pipeline import features as feat
     from pipeline.job import load_job
-    from pipeline.labels import zigzag_labels
+    from pipeline.labels import make_labels
     from pipeline.market_data import load_prices
 
     settings = _settings(args)
@@ -69,8 +71,9 @@ def cmd_features(args: argparse.Namespace) -> int:
     bars = {tf: load_prices(settings.data_root, symbol, tf) for tf in strategy.timeframes}
     frames = feat.compute_indicator_frames(strategy, bars)
     feat.add_fuzzy(strategy, frames)
-    close = bars[strategy.base_timeframe]["close"].to_numpy()
-    labels = zigzag_labels(close, float(strategy.training["labels"]["zigzag_threshold"]))
+    result = make_labels(bars[strategy.base_timeframe], strategy.training["labels"])
+    # A bar without a label (a triple barrier's last bars) gets an empty cell.
+    labels = result.values if result.valid.all() else np.where(result.valid, result.values, np.nan)
     table = feat.export_table(strategy, frames, labels)
     table.to_csv(args.out, index=False, float_format="%.15g")
     print(f"wrote {len(table)} rows x {len(table.columns)} columns to {args.out}")

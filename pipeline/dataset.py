@@ -2,7 +2,8 @@
 
 Symbols are never a feature; each keeps its own labels (KTRDR reused the first symbol's labels
 for all of them). Raw-indicator inputs are normalized with parameters fitted on the training
-split only, so validation and test never leak into the scaling.
+split only, so validation and test never leak into the scaling. Labels that look ``purge``
+bars ahead (triple barrier) use the purged split of :mod:`pipeline.labels.purged` instead.
 """
 
 from __future__ import annotations
@@ -14,17 +15,20 @@ import numpy as np
 import pandas as pd
 
 from pipeline.errors import FeatureError
+from pipeline.labels.purged import purged_split
 
 SPLITS = ("train", "validation", "test")
 
 
 @dataclass
 class SymbolData:
-    """One symbol's feature table (warm-up dropped) and its labels, row for row."""
+    """One symbol's feature table (warm-up dropped) and its labels, row for row; ``weights``
+    are per-row sample weights (triple barrier ``compute_weights``) or None."""
 
     symbol: str
     features: pd.DataFrame
     labels: np.ndarray
+    weights: np.ndarray | None = None
 
 
 @dataclass
@@ -35,7 +39,8 @@ class Dataset:
     X: dict[str, np.ndarray]  # split -> float32 (rows, features)
     y: dict[str, np.ndarray]  # split name -> int64 (rows,)
     normalization: dict[str, dict]  # feature -> {"method": ..., params}
-    rows: dict[str, dict[str, int]]  # symbol -> split name -> rows
+    rows: dict[str, dict[str, int]]  # symbol -> split name -> rows (and "purged" if any)
+    train_weights: np.ndarray | None = None  # sample weight per training row, or None
 
 
 def split_counts(n: int, split: Mapping[str, float]) -> tuple[int, int, int]:
@@ -81,24 +86,29 @@ def apply_normalization(
 
 
 def build_dataset(
-    parts: list[SymbolData], split: Mapping[str, float], normalization: Mapping[str, str]
+    parts: list[SymbolData], split: Mapping[str, float], normalization: Mapping[str, str],
+    purge: int | None = None,
 ) -> Dataset:
-    """Split each symbol chronologically, concatenate in symbol order, normalize, cast."""
+    """Split each symbol chronologically (purged when ``purge`` bars is given), concatenate in
+    symbol order, normalize, cast."""
     if not parts:
         raise FeatureError("no symbol produced any rows")
     names = list(parts[0].features.columns)
     chunks: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}
     labels: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}
+    weights: list[np.ndarray] = []
     rows: dict[str, dict[str, int]] = {}
     for part in parts:
         values = part.features.to_numpy(np.float64)
-        n_train, n_val, n_test = split_counts(len(values), split)
-        bounds = {"train": (0, n_train), "validation": (n_train, n_train + n_val),
-                  "test": (n_train + n_val, len(values))}
-        for name, (lo, hi) in bounds.items():
-            chunks[name].append(values[lo:hi])
-            labels[name].append(part.labels[lo:hi])
-        rows[part.symbol] = {"train": n_train, "validation": n_val, "test": n_test}
+        picks = _split_rows(len(values), split, purge)
+        for name in SPLITS:
+            chunks[name].append(values[picks[name]])
+            labels[name].append(part.labels[picks[name]])
+        if part.weights is not None:
+            weights.append(part.weights[picks["train"]])
+        rows[part.symbol] = {name: len(labels[name][-1]) for name in SPLITS}
+        if purge is not None:
+            rows[part.symbol]["purged"] = len(values) - sum(rows[part.symbol].values())
     X = {name: np.concatenate(chunks[name]) for name in SPLITS}
     y = {name: np.concatenate(labels[name]).astype(np.int64) for name in SPLITS}
     for name in SPLITS:
@@ -109,4 +119,16 @@ def build_dataset(
             )
     params = fit_normalization(X["train"], names, normalization)
     X = {name: apply_normalization(X[name], names, params).astype(np.float32) for name in SPLITS}
-    return Dataset(feature_names=names, X=X, y=y, normalization=params, rows=rows)
+    train_weights = np.concatenate(weights) if len(weights) == len(parts) else None
+    return Dataset(feature_names=names, X=X, y=y, normalization=params, rows=rows,
+                   train_weights=train_weights)
+
+
+def _split_rows(n: int, split: Mapping[str, float], purge: int | None
+                ) -> dict[str, np.ndarray | slice]:
+    """Rows of each split: contiguous slices, or purged index arrays."""
+    if purge is not None:
+        return dict(purged_split(n, purge, split))
+    n_train, n_val, _ = split_counts(n, split)
+    return {"train": slice(0, n_train), "validation": slice(n_train, n_train + n_val),
+            "test": slice(n_train + n_val, n)}

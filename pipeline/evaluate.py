@@ -7,6 +7,7 @@ without depending on it; the formulas are short enough to read here.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -15,39 +16,41 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pipeline.events import OnEvent
-from pipeline.model import NUM_CLASSES
 
 CLASS_NAMES: tuple[str, ...] = ("BUY", "HOLD", "SELL")
 _CHUNK = 65536  # rows per forward pass: bounded memory on any split size
 
 
 @torch.no_grad()
-def _logits(model: nn.Module, X: Any, device: torch.device) -> Tensor:
+def _logits(model: nn.Module, X: Any, device: torch.device, classes: int = 3) -> Tensor:
     model.eval()
     X = torch.as_tensor(X, dtype=torch.float32)
     parts = [model(X[i : i + _CHUNK].to(device)).float().cpu() for i in range(0, len(X), _CHUNK)]
-    return torch.cat(parts) if parts else torch.zeros(0, NUM_CLASSES)
+    return torch.cat(parts) if parts else torch.zeros(0, classes)
 
 
 def _ratio(num: float, den: float) -> float:
     return float(num / den) if den > 0 else 0.0
 
 
-def evaluate_model(model: nn.Module, X: Any, y: Any, *, device: torch.device) -> dict[str, Any]:
+def evaluate_model(model: nn.Module, X: Any, y: Any, *, device: torch.device,
+                   class_names: Sequence[str] = CLASS_NAMES) -> dict[str, Any]:
     """Accuracy, unweighted cross-entropy, support-weighted precision/recall/F1, the confusion
-    matrix (rows true, columns predicted) and per-class details. An empty split gives zeros."""
+    matrix (rows true, columns predicted) and per-class details, one per name in
+    ``class_names`` (the label source's classes). An empty split gives zeros."""
+    k = len(class_names)
     y_true = torch.as_tensor(y).long().cpu()
-    logits = _logits(model, X, torch.device(device))
+    logits = _logits(model, X, torch.device(device), k)
     n = len(y_true)
     test_loss = float(F.cross_entropy(logits, y_true).item()) if n else 0.0
     y_pred = logits.argmax(1).numpy() if n else np.zeros(0, dtype=np.int64)
     truth = y_true.numpy()
-    matrix = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=np.int64)
+    matrix = np.zeros((k, k), dtype=np.int64)
     np.add.at(matrix, (truth, y_pred), 1)
 
     per_class: dict[str, dict[str, float | int]] = {}
     weighted = {"precision": 0.0, "recall": 0.0, "f1": 0.0}
-    for c, name in enumerate(CLASS_NAMES):
+    for c, name in enumerate(class_names):
         hit = int(matrix[c, c])
         support = int(matrix[c].sum())
         precision = _ratio(hit, matrix[:, c].sum())
@@ -60,7 +63,7 @@ def evaluate_model(model: nn.Module, X: Any, y: Any, *, device: torch.device) ->
         "test_accuracy": _ratio(int(np.trace(matrix)), n),
         "test_loss": test_loss,
         **weighted,
-        "class_counts": {name: int(matrix[c].sum()) for c, name in enumerate(CLASS_NAMES)},
+        "class_counts": {name: int(matrix[c].sum()) for c, name in enumerate(class_names)},
         "confusion_matrix": matrix.tolist(),
         "per_class": per_class,
     }

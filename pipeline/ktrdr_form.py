@@ -20,8 +20,8 @@ likewise); ``metadata_v3.json`` then carries ``model_type`` "lstm"/"gru" and the
 the same way; its ``model_full.pt`` cannot be torch-only (the forward pass that takes the last
 layer's hidden state is KTRDR's code), which that entry has to settle when it is added.
 
-How the label source maps to KTRDR's ``output_type`` and output width is kept here too
-(:data:`OUTPUT_TYPES`), following KTRDR's orchestrator.
+KTRDR's ``output_type`` and the output width come from the label source (its module in
+:mod:`pipeline.labels` states both), read through :func:`output_type`.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from pipeline.errors import PipelineError
+from pipeline.labels import get_source
 from pipeline.model import ACTIVATIONS, MLP, NUM_CLASSES, build_mlp
 
 OLD_PREFIX = "network."  # versions we saved before issue 14 wrapped the Sequential
@@ -47,21 +48,13 @@ class OutputType:
     outputs: int
 
 
-# label source -> what KTRDR's orchestrator records and builds (its output_type_map and
-# output_dim): zigzag and triple_barrier are 3-class classification, regime has 4 classes,
-# forward_return is a single regression output.
-OUTPUT_TYPES: dict[str, OutputType] = {
-    "zigzag": OutputType("classification", 3),
-    "triple_barrier": OutputType("classification", 3),
-    "context": OutputType("context_classification", 3),
-    "regime": OutputType("regime_classification", 4),
-    "forward_return": OutputType("regression", 1),
-}
-
-
 def output_type(labels: Mapping[str, Any]) -> OutputType:
-    """The output type of a strategy's ``training.labels`` (KTRDR's default source: zigzag)."""
-    return OUTPUT_TYPES.get(str(labels.get("source", "zigzag")), OUTPUT_TYPES["zigzag"])
+    """The output type of a strategy's ``training.labels`` (KTRDR's default source: zigzag).
+
+    Each label source states its KTRDR ``output_type`` and its classes (pipeline.labels); a
+    regression source has one output, as KTRDR's orchestrator builds it."""
+    source = get_source(str(labels.get("source", "zigzag")))
+    return OutputType(source.output_type, len(source.classes) or 1)
 
 
 @dataclass(frozen=True)
@@ -97,6 +90,7 @@ def _mlp_build(arch: Mapping[str, Any]) -> MLP:
         hidden_layers=list(arch["hidden_layers"]),
         dropout=float(arch.get("dropout", 0.0)),
         activation=str(arch.get("activation", "relu")),
+        num_classes=int(arch.get("num_classes", NUM_CLASSES)),
     )
 
 
@@ -163,11 +157,15 @@ def input_width(state: Mapping[str, torch.Tensor]) -> int:
     raise PipelineError("model.pt holds no layer weights")
 
 
-def check_outputs(state: Mapping[str, torch.Tensor]) -> None:
-    """Our networks have three logits today; say so instead of a shape error from torch."""
+def check_outputs(state: Mapping[str, torch.Tensor], architecture: Mapping[str, Any]) -> None:
+    """A classifier has at least two logits; a single output is regression, which does not
+    train here yet. Say so instead of a shape error from torch."""
     width = output_width(state)
-    if width != NUM_CLASSES:
+    if width < 2:
         raise PipelineError(
-            f"model.pt has {width} outputs; this version of ktrdr-daemon loads "
-            f"{NUM_CLASSES}-class classification models only"
-        )
+            "model.pt has a single output (a regression model); this version of ktrdr-daemon "
+            "loads classification models only")
+    declared = architecture.get("num_classes")
+    if declared is not None and int(declared) != width:
+        raise PipelineError(f"model.pt has {width} outputs but the version's architecture says "
+                            f"num_classes {declared}")

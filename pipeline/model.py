@@ -1,4 +1,4 @@
-"""The network every strategy trains: a plain multilayer perceptron with three logits.
+"""The network every strategy trains: a plain multilayer perceptron, one logit per class.
 
 The architecture lives in ``MLP.config`` so the model store can rebuild the exact module from JSON
 and then load bare weights; that is how a saved model loads without ever unpickling code.
@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from pipeline.errors import PipelineError
 
-NUM_CLASSES = 3  # 0 BUY, 1 HOLD, 2 SELL
+NUM_CLASSES = 3  # 0 BUY, 1 HOLD, 2 SELL; a label source may have more (regime: 4)
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
@@ -23,14 +23,15 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 
 
 class MLP(nn.Module):
-    """For each hidden size: Linear -> activation -> Dropout; then Linear to 3 logits.
+    """For each hidden size: Linear -> activation -> Dropout; then Linear to one logit per class.
 
     ``config`` holds exactly what :func:`build_mlp` needs, so ``build_mlp(**model.config)``
     yields a module whose ``state_dict`` keys match this one's.
     """
 
     def __init__(
-        self, input_size: int, hidden_layers: list[int], dropout: float, activation: str
+        self, input_size: int, hidden_layers: list[int], dropout: float, activation: str,
+        num_classes: int = NUM_CLASSES,
     ) -> None:
         super().__init__()
         self.config: dict[str, Any] = {
@@ -38,6 +39,7 @@ class MLP(nn.Module):
             "hidden_layers": [int(h) for h in hidden_layers],
             "dropout": float(dropout),
             "activation": activation,
+            "num_classes": int(num_classes),
         }
         layers: list[nn.Module] = []
         width = int(input_size)
@@ -46,14 +48,15 @@ class MLP(nn.Module):
             layers.append(ACTIVATIONS[activation]())
             layers.append(nn.Dropout(dropout))
             width = int(hidden)
-        layers.append(nn.Linear(width, NUM_CLASSES))
+        layers.append(nn.Linear(width, int(num_classes)))
         self.network = nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.network(x)
 
 
-def build_mlp(input_size: int, hidden_layers: list[int], dropout: float, activation: str) -> MLP:
+def build_mlp(input_size: int, hidden_layers: list[int], dropout: float, activation: str,
+              num_classes: int = NUM_CLASSES) -> MLP:
     """Build the MLP, rejecting bad architectures with a message the user can act on.
 
     Initial weights come from torch's global RNG: call ``trainer.seed_everything(seed)`` first
@@ -72,4 +75,6 @@ def build_mlp(input_size: int, hidden_layers: list[int], dropout: float, activat
         )
     if not 0.0 <= float(dropout) < 1.0:
         raise PipelineError(f"model.architecture.dropout: must be in [0, 1), got {dropout}")
-    return MLP(input_size, list(hidden_layers), dropout, activation)
+    if int(num_classes) < 2:
+        raise PipelineError(f"a classifier needs at least 2 classes, got {num_classes}")
+    return MLP(input_size, list(hidden_layers), dropout, activation, num_classes)

@@ -235,10 +235,12 @@ def _confusion(ax: Axes, test: dict[str, Any]) -> None:
         value = per_class.get(name, {}).get(key)
         return "-" if value is None else f"{value:.2f}"
 
-    ax.set_xticks(range(len(CLASS_NAMES)),
-                  [f"{n}\nprecision {ratio(n, 'precision')}" for n in CLASS_NAMES])
-    ax.set_yticks(range(len(CLASS_NAMES)),
-                  [f"{n}\nrecall {ratio(n, 'recall')}" for n in CLASS_NAMES])
+    # The label source's classes, in order (regime has 4); older versions have BUY/HOLD/SELL.
+    names = list(per_class) if len(per_class) == len(matrix) else list(CLASS_NAMES)
+    ax.set_xticks(range(len(names)),
+                  [f"{n}\nprecision {ratio(n, 'precision')}" for n in names])
+    ax.set_yticks(range(len(names)),
+                  [f"{n}\nrecall {ratio(n, 'recall')}" for n in names])
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(f"Test confusion matrix: accuracy {test.get('test_accuracy', 0):.3f}, "
@@ -248,14 +250,15 @@ def _confusion(ax: Axes, test: dict[str, Any]) -> None:
 def _labels(ax: Axes, labels: dict[str, dict[str, int]]) -> None:
     splits = [s for s in SPLITS if s in labels]
     width = 0.8 / len(splits)
+    names = list(labels[splits[0]]) if splits else list(CLASS_NAMES)
     for k, split in enumerate(splits):
-        counts = [int(labels[split].get(name, 0)) for name in CLASS_NAMES]
+        counts = [int(labels[split].get(name, 0)) for name in names]
         total = sum(counts) or 1
-        xs = [c + (k - (len(splits) - 1) / 2) * width for c in range(len(CLASS_NAMES))]
+        xs = [c + (k - (len(splits) - 1) / 2) * width for c in range(len(names))]
         bars = ax.bar(xs, [100 * c / total for c in counts], width,
                       color=_SPLIT_COLORS[split], label=f"{split} ({sum(counts)} rows)")
         ax.bar_label(bars, [str(c) for c in counts], fontsize=8)
-    ax.set_xticks(range(len(CLASS_NAMES)), CLASS_NAMES)
+    ax.set_xticks(range(len(names)), names)
     ax.set_ylabel("% of the split's rows (counts on the bars)")
     ax.set_title("Label distribution per split")
     ax.margins(y=0.12)

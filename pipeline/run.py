@@ -25,7 +25,7 @@ from pipeline.evaluate import evaluate_model, permutation_importance
 from pipeline.events import STEPS, OnEvent, ignore_event
 from pipeline.job import Job
 from pipeline.ktrdr_files import version_documents
-from pipeline.labels import LABEL_NAMES, zigzag_labels
+from pipeline.labels import get_source, pair_with_rows
 from pipeline.market_data import load_prices
 from pipeline.model import build_mlp
 from pipeline.report import REPORT_FILE, report_data_from_version, write_report
@@ -147,27 +147,41 @@ def run_training(
         tables[symbol], dropped = feat.drop_warmup(table, symbol)
         steps.sub(f"{symbol}: {len(tables[symbol])} rows ({dropped} warm-up rows dropped)")
 
-    # 5. labels
+    # 5. labels: on each symbol's own base-timeframe bars; a feature row is kept when its bar
+    # has a label, so bar j's features always carry label j (a CUSUM filter or an unlabelled
+    # tail drops both together).
     labels_cfg = strategy.training["labels"]
-    threshold = float(labels_cfg["zigzag_threshold"])
-    steps.step(5, f"Labelling with zigzag at {threshold:.2%}")
+    source = get_source(labels_cfg["source"])
+    classes = source.classes
+    steps.step(5, f"Labelling with {source.describe(labels_cfg)}")
     labelled: list[SymbolData] = []
     for symbol in symbols:
-        close = bars[symbol][base_tf]["close"].to_numpy(np.float64)
-        all_labels = zigzag_labels(close, threshold)
-        keep = bars[symbol][base_tf].index.get_indexer(tables[symbol].index)
-        labels = all_labels[keep]
-        labelled.append(SymbolData(symbol, tables[symbol], labels))
-        steps.sub(f"{symbol}: {_distribution(labels)}")
+        base = bars[symbol][base_tf]
+        result = source.label(base, labels_cfg)
+        keep, labels, weights = pair_with_rows(result, base.index, tables[symbol].index)
+        labelled.append(SymbolData(symbol, tables[symbol][keep], labels, weights))
+        dropped = "" if keep.all() else f" ({int((~keep).sum())} rows without a label dropped)"
+        extra = "".join(f", {k.replace('_', ' ')} {v}" for k, v in result.info.items())
+        steps.sub(f"{symbol}: {_distribution(labels, classes)}{dropped}{extra}")
 
     # 6. dataset
-    steps.step(6, "Combining symbols and splitting chronologically")
+    purge = source.purge_bars(labels_cfg) if source.purge_bars is not None else None
+    how = f", purging {purge}-bar label windows" if purge is not None else ""
+    steps.step(6, f"Combining symbols and splitting chronologically{how}")
     normalization = {f"{tf}_{spec['raw_indicator']}_raw": spec.get("normalization", "none")
                      for spec in strategy.nn_inputs if "raw_indicator" in spec
                      for tf in spec["timeframes"]}
-    dataset = build_dataset(labelled, strategy.training["data_split"], normalization)
+    dataset = build_dataset(labelled, strategy.training["data_split"], normalization, purge)
     for split in ("train", "validation", "test"):
-        steps.sub(f"{split}: {len(dataset.y[split])} rows, {_distribution(dataset.y[split])}")
+        steps.sub(f"{split}: {len(dataset.y[split])} rows, "
+                  f"{_distribution(dataset.y[split], classes)}")
+    if purge is not None:
+        purged = sum(r["purged"] for r in dataset.rows.values())
+        steps.sub(f"{purged} rows purged or embargoed before the held-out rows")
+    if dataset.train_weights is not None:
+        steps.sub("training rows drawn by uniqueness weight (with replacement), "
+                  f"weights {dataset.train_weights.min():.3f} .. "
+                  f"{dataset.train_weights.max():.3f}")
 
     # 7. model creation
     config = TrainingConfig.from_strategy(strategy.training)
@@ -178,24 +192,29 @@ def run_training(
     steps.step(7, f"Creating the model on {device_info['device']}")
     seed_everything(config.seed)
     arch = strategy.model
-    model = build_mlp(len(names), arch["hidden_layers"], arch["dropout"], arch["activation"])
-    steps.sub(f"MLP {len(names)} -> {arch['hidden_layers']} -> 3, {arch['activation']}, "
+    model = build_mlp(len(names), arch["hidden_layers"], arch["dropout"], arch["activation"],
+                      len(classes))
+    steps.sub(f"MLP {len(names)} -> {arch['hidden_layers']} -> {len(classes)}, "
+              f"{arch['activation']}, "
               f"dropout {arch['dropout']}, seed {config.seed}")
 
     # 8. training
     steps.step(8, f"Training model: {config.epochs} epochs, batch {config.batch_size}")
     tensors = {s: (torch.from_numpy(dataset.X[s]), torch.from_numpy(dataset.y[s]))
                for s in ("train", "validation", "test")}
+    weights = (None if dataset.train_weights is None
+               else torch.from_numpy(dataset.train_weights))
     trained = train_model(model, *tensors["train"], *tensors["validation"], config,
                           device=torch_device, on_event=on_event, stop=stop,
-                          resume=resume, on_checkpoint=on_checkpoint)
+                          resume=resume, on_checkpoint=on_checkpoint,
+                          num_classes=len(classes), sample_weights=weights)
     early = ", stopped early" if trained.stopped_early else ""
     steps.sub(f"best epoch {trained.best_epoch} (val_loss {trained.best_val_loss:.4f}), "
               f"{trained.epochs_run} epochs run{early}")
 
     # 9. evaluation
     steps.step(9, "Evaluating on the test split")
-    test = evaluate_model(model, *tensors["test"], device=torch_device)
+    test = evaluate_model(model, *tensors["test"], device=torch_device, class_names=classes)
     steps.sub(f"accuracy {test['test_accuracy']:.3f}, loss {test['test_loss']:.4f}, "
               f"f1 {test['f1']:.3f}")
 
@@ -217,14 +236,15 @@ def run_training(
                      "history": trained.history},
         "test": test,
         "rows": dataset.rows,
-        "labels": {split: _label_counts(dataset.y[split])
+        "labels": {split: _label_counts(dataset.y[split], classes)
                    for split in ("train", "validation", "test")},
     }
     # Every file in KTRDR's shape with our own keys beside (spec 10.1).
     docs = version_documents(
         strategy=strategy, names=names, normalization=dataset.normalization,
         importance=importance, history=trained.history, test=test, metrics=metrics,
-        metadata={"device": device_info["device"], "seed": config.seed, "job_id": job_id},
+        metadata={"device": device_info["device"], "seed": config.seed, "job_id": job_id,
+                  "label_source": source.name, "classes": list(classes)},
         created_at=datetime.now(UTC))
     model_path = ModelStore(models_root).save(
         strategy_name=strategy.name, base_timeframe=base_tf, model=model,
@@ -259,11 +279,10 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
-def _label_counts(labels: np.ndarray) -> dict[str, int]:
-    counts = np.bincount(labels, minlength=3)
-    return {name: int(count) for name, count in zip(LABEL_NAMES, counts, strict=True)}
+def _label_counts(labels: np.ndarray, classes: tuple[str, ...]) -> dict[str, int]:
+    counts = np.bincount(labels, minlength=len(classes))
+    return {name: int(count) for name, count in zip(classes, counts, strict=True)}
 
 
-def _distribution(labels: np.ndarray) -> str:
-    counts = np.bincount(labels, minlength=3)
-    return ", ".join(f"{name} {count}" for name, count in zip(LABEL_NAMES, counts, strict=True))
+def _distribution(labels: np.ndarray, classes: tuple[str, ...]) -> str:
+    return ", ".join(f"{name} {count}" for name, count in _label_counts(labels, classes).items())

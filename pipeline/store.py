@@ -38,7 +38,7 @@ import torch
 
 from pipeline import ktrdr_files
 from pipeline.errors import PipelineError
-from pipeline.ktrdr_form import check_outputs, form_for_type, form_of, plain_state
+from pipeline.ktrdr_form import check_outputs, form_for_type, form_of, output_width, plain_state
 
 STAGING = ".staging"
 FILES = (
@@ -332,9 +332,10 @@ class ModelStore:
         docs["metadata_v3"] = _read_json(v3_path) if v3_path.is_file() else {}
         state = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)
         architecture = ktrdr_files.architecture(folder, docs, state)
-        check_outputs(state)
+        check_outputs(state, architecture)
         form = form_for_type(architecture["type"])
-        model = form.build(architecture)
+        # KTRDR writes no class count: the last layer's width is the number of classes.
+        model = form.build({**architecture, "num_classes": output_width(state)})
         form.load_state(model, state)
         model.eval()
         return LoadedModel(

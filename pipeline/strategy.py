@@ -29,6 +29,7 @@ from pipeline import safe_yaml
 from pipeline.errors import StrategyError
 from pipeline.fuzzy import MEMBERSHIP_PARAM_COUNTS
 from pipeline.indicators import indicator_names, indicator_spec
+from pipeline.labels import SOURCES, resolve_params
 
 INLINE = "<inline>"
 
@@ -312,6 +313,7 @@ def _validate(raw: dict, label: str, check: _Check) -> Strategy:
     model = _model(raw, check)
     _decisions(raw, check)
     training = _training(raw, check)
+    _num_classes(raw, training, check)
     return Strategy(
         name=name, source=label, raw=raw, symbols=symbols, timeframes=timeframes,
         base_timeframe=base, history_required=history, start_date=start, end_date=end,
@@ -797,11 +799,6 @@ def _decisions(raw: Mapping, check: _Check) -> None:
     check.choice(
         section, "output_format", "decisions.output_format", "classification", ("classification",)
     )
-    if section.get("num_classes", 3) != 3:
-        check.error(
-            "decisions.num_classes",
-            f"{_show(section['num_classes'])} is not allowed; 3 (BUY, HOLD, SELL)",
-        )
     check.unused(section, ("output_format", "num_classes"), "decisions.")
 
 
@@ -846,26 +843,42 @@ def _training(raw: Mapping, check: _Check) -> dict:
     }
 
 
+# Label sources a strategy may train on today: classification ones (forward_return is a
+# regression target; its labels exist in pipeline.labels, its training does not yet).
+TRAINABLE_SOURCES = ("zigzag", "triple_barrier", "regime", "context")
+
+
 def _labels(section: Mapping, check: _Check) -> dict:
+    """``training.labels``: the source's own parameters (pipeline.labels), KTRDR's aliases
+    read with a warning; every bad key reported with its path."""
     labels = check.section(section, "labels", "training.labels")
-    check.unused(labels, ("source", "zigzag_threshold", "label_lookahead"), "training.labels.")
     source = labels.get("source", "zigzag")
-    if source != "zigzag":
-        check.error("training.labels.source", f"{_show(source)} is not supported; allowed: zigzag")
-    return {
-        "source": "zigzag",
-        "zigzag_threshold": check.number(
-            labels,
-            "zigzag_threshold",
-            "training.labels.zigzag_threshold",
-            0.02,
-            "with 0 < x < 1 (a fraction: 0.02 is 2 %)",
-            lambda x: 0 < x < 1,
-        ),
-        "label_lookahead": check.integer(
-            labels, "label_lookahead", "training.labels.label_lookahead", 10, 1
-        ),
-    }
+    if source not in TRAINABLE_SOURCES:
+        why = (" (a regression target; training regression models is not supported yet)"
+               if source == "forward_return" else "")
+        check.error("training.labels.source",
+                    f"{_show(source)} is not supported{why}; allowed: "
+                    + ", ".join(TRAINABLE_SOURCES))
+        source = "zigzag"
+        labels = {}
+    resolved = resolve_params(SOURCES[source], labels, "training.labels.")
+    check.errors.extend(resolved.errors)
+    check.warnings.extend(resolved.warnings)
+    return {"source": source, **resolved.values}
+
+
+def _num_classes(raw: Mapping, training: Mapping, check: _Check) -> None:
+    """``decisions.num_classes`` (KTRDR ignores it) must at least not contradict the labels."""
+    decisions = raw.get("decisions")
+    if not isinstance(decisions, Mapping) or decisions.get("num_classes") is None:
+        return
+    source = SOURCES[training["labels"]["source"]]
+    if decisions["num_classes"] != source.num_classes:
+        check.error(
+            "decisions.num_classes",
+            f"{_show(decisions['num_classes'])} is not allowed; {source.num_classes} "
+            f"({', '.join(source.classes)}), the classes of {source.name} labels",
+        )
 
 
 def _data_split(section: Mapping, check: _Check) -> dict:

@@ -181,6 +181,8 @@ def train_model(
     resume: dict | None = None,
     on_checkpoint: Callable[[dict], None] | None = None,
     batch_event_interval: float = 0.1,
+    num_classes: int = NUM_CLASSES,
+    sample_weights: Tensor | None = None,
 ) -> TrainResult:
     """Train ``model`` in place and leave it holding the best validation epoch's weights.
 
@@ -189,6 +191,9 @@ def train_model(
     :class:`HandedBack`. ``on_checkpoint`` also gets the state after every epoch. A state holds
     only tensors and plain values (:func:`pipeline.checkpoint.to_bytes` writes it; nothing is
     unpickled reading it back), and ``resume=state`` continues the run bit for bit.
+    ``num_classes`` sizes the class weights (a class absent from training weighs 0).
+    ``sample_weights`` (one per training row) turn each epoch's shuffle into a draw of as many
+    rows with replacement, in proportion to the weights (torch's WeightedRandomSampler).
     """
     started = time.monotonic()
     device = torch.device(device)
@@ -200,8 +205,15 @@ def train_model(
     n_train = len(X_train)
     if n_train == 0:
         raise PipelineError("the training split is empty: there is nothing to train on")
+    draw = None
+    if sample_weights is not None:
+        draw = torch.as_tensor(sample_weights, dtype=torch.float64).cpu()
+        if (draw.shape != (n_train,) or not bool(torch.isfinite(draw).all())
+                or bool((draw < 0).any()) or draw.sum() <= 0):
+            raise PipelineError("sample weights must be one finite non-negative number per "
+                                "training row, not all zero")
 
-    criterion = _criterion(config, class_weights(y_train).to(device))
+    criterion = _criterion(config, class_weights(y_train, num_classes).to(device))
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate, weight_decay=1e-4)
     generator = torch.Generator().manual_seed(config.seed)  # CPU: same shuffle on any device
     batch_size = config.batch_size
@@ -256,7 +268,8 @@ def train_model(
     while p.epoch < config.epochs and not p.stopped_early:
         epoch_started = time.monotonic()
         if p.permutation is None:
-            p.permutation = torch.randperm(n_train, generator=generator)
+            p.permutation = (torch.randperm(n_train, generator=generator) if draw is None else
+                             torch.multinomial(draw, n_train, True, generator=generator))
             p.batch, p.loss_sum, p.correct, p.seen = 0, 0.0, 0, 0
         order = p.permutation.to(device)
         # Running sums stay on the device so a batch never waits for the GPU.

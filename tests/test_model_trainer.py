@@ -85,8 +85,11 @@ def test_mlp_layers_and_shape(activation: str, cls: type) -> None:
     assert model.network[-1].out_features == 3
     assert model(torch.zeros(7, 5)).shape == (7, 3)
     assert model.config == {
-        "input_size": 5, "hidden_layers": [8, 4], "dropout": 0.1, "activation": activation
+        "input_size": 5, "hidden_layers": [8, 4], "dropout": 0.1, "activation": activation,
+        "num_classes": 3,
     }  # fmt: skip
+    four = build_mlp(5, [8], 0.1, activation, num_classes=4)  # regime labels
+    assert four(torch.zeros(2, 5)).shape == (2, 4) and four.config["num_classes"] == 4
 
 
 def test_mlp_rejects_unknown_activation() -> None:

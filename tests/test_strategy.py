@@ -187,6 +187,34 @@ def test_nn_input_timeframe_subset_and_normalization() -> None:
                                "timeframes": ["4h"]}  # fmt: skip
 
 
+def test_triple_barrier_labels_with_ktrdrs_unread_keys_as_aliases() -> None:
+    """trend_tb_gaussian_signal_v1's keys: KTRDR drops all four and trains with H = 50."""
+    data = put(base(), "training.labels", {
+        "source": "triple_barrier", "profit_target_atr": 2.0, "stop_loss_atr": 1.5,
+        "max_holding_bars": 24, "atr_period": 14})  # fmt: skip
+    put(data, "decisions.num_classes", 3)
+    s = load_strategy(data)
+    assert s.training["labels"] == {
+        "source": "triple_barrier", "pt_multiplier": 2.0, "sl_multiplier": 1.5,
+        "max_holding_period": 24, "vol_span": 14, "vol_method": "atr", "compute_weights": False,
+        "cusum_threshold": None, "cusum_multiplier": 0.5}  # fmt: skip
+    assert "training.labels.max_holding_bars: read as max_holding_period (KTRDR ignores this "\
+        "key and trains with max_holding_period = 50)" in s.warnings
+
+
+def test_regime_and_context_labels_load_with_their_classes() -> None:
+    regime = put(put(base(), "training.labels", {"source": "regime", "atr_period": 10,
+                                                 "horizon": 24}), "decisions.num_classes", 4)
+    s = load_strategy(regime)
+    assert s.training["labels"]["atr_period"] == 10 and s.training["labels"]["source"] == "regime"
+    assert ("training.labels.horizon: accepted; it has no effect (KTRDR ignores it too)"
+            in s.warnings)
+    context = put(base(), "training.labels", {"source": "context", "horizon": 3})
+    assert load_strategy(context).training["labels"] == {
+        "source": "context", "horizon": 3, "bullish_threshold": 0.005,
+        "bearish_threshold": -0.005}
+
+
 def test_training_values_and_early_stopping() -> None:
     data = put(base(), "training", {
         "epochs": 5, "batch_size": 16, "learning_rate": 1, "loss": "focal", "focal_gamma": 1,
@@ -417,8 +445,17 @@ RULES: list[tuple[str, Callable[[dict], dict], list[str]]] = [
      ["training.loss:", "'mse'", "cross_entropy, focal"]),
     ("focal gamma", lambda d: put(d, "training.focal_gamma", -1),
      ["training.focal_gamma:", ">= 0"]),
-    ("label source", lambda d: put(d, "training.labels.source", "triple_barrier"),
-     ["training.labels.source:", "'triple_barrier'", "allowed: zigzag"]),
+    ("label source", lambda d: put(d, "training.labels.source", "forward_return"),
+     ["training.labels.source:", "'forward_return'", "regression",
+      "allowed: zigzag, triple_barrier, regime, context"]),
+    ("label source typo", lambda d: put(d, "training.labels.source", "triple-barrier"),
+     ["training.labels.source:", "'triple-barrier'", "allowed: zigzag, triple_barrier"]),
+    ("holding period",
+     lambda d: put(d, "training.labels", {"source": "triple_barrier", "max_holding_period": 2.5}),
+     ["training.labels.max_holding_period:", "2.5", "whole number >= 1"]),
+    ("regime classes", lambda d: put(put(d, "training.labels", {"source": "regime"}),
+                                     "decisions.num_classes", 3),
+     ["decisions.num_classes:", "4 (TRENDING_UP, TRENDING_DOWN, RANGING, VOLATILE)"]),
     ("zigzag threshold", lambda d: put(d, "training.labels.zigzag_threshold", 2.5),
      ["training.labels.zigzag_threshold:", "0 < x < 1"]),
     ("label lookahead", lambda d: put(d, "training.labels.label_lookahead", 0),

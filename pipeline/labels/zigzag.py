@@ -8,10 +8,14 @@ and has no effect here.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from pipeline.errors import DataError
+from pipeline.labels.base import LabelResult, LabelSource, Param
 
 LABEL_NAMES = ("BUY", "HOLD", "SELL")
 BUY, HOLD, SELL = 0, 1, 2
@@ -90,3 +94,22 @@ def _checked(close: np.ndarray, threshold: float) -> list[float]:
             "(drop or fix that bar before labelling)"
         )
     return values.tolist()
+
+
+def _label(bars: pd.DataFrame, params: Mapping[str, Any]) -> LabelResult:
+    labels = zigzag_labels(bars["close"].to_numpy(np.float64), params["zigzag_threshold"])
+    return LabelResult(values=labels, valid=np.ones(len(labels), dtype=bool))
+
+
+SOURCE = LabelSource(
+    name="zigzag",
+    params=(
+        Param("zigzag_threshold", 0.02, "float", "with 0 < x < 1 (a fraction: 0.02 is 2 %)",
+              lambda x: 0 < x < 1),
+        Param("label_lookahead", 10, "int", ">= 1", lambda x: x >= 1),
+    ),
+    label=_label,
+    classes=LABEL_NAMES,
+    output_type="classification",
+    describe=lambda p: f"zigzag at {p['zigzag_threshold']:.2%}",
+)
