@@ -24,17 +24,9 @@ from pipeline.errors import DataError
 COLUMNS = ["open", "high", "low", "close", "volume"]
 PRICE_COLUMNS = ["open", "high", "low", "close"]
 
-_TIMEFRAMES: dict[str, pd.Timedelta] = {
-    "1m": pd.Timedelta(minutes=1),
-    "5m": pd.Timedelta(minutes=5),
-    "15m": pd.Timedelta(minutes=15),
-    "30m": pd.Timedelta(minutes=30),
-    "1h": pd.Timedelta(hours=1),
-    "2h": pd.Timedelta(hours=2),
-    "4h": pd.Timedelta(hours=4),
-    "1d": pd.Timedelta(days=1),
-    "1w": pd.Timedelta(weeks=1),
-}
+# Any whole number of minutes, hours, days or weeks, as KTRDR writes them (5m, 1h, 4h, 1d, 1w).
+_TIMEFRAME = re.compile(r"(?P<count>[1-9][0-9]{0,5})(?P<unit>[mhdw])")
+_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 # Names accepted for the time column, in order of preference (compared lower-cased).
 _TIME_NAMES = ("timestamp", "datetime", "date", "time")
@@ -54,12 +46,22 @@ def default_data_root() -> Path:
 
 
 def timeframe_delta(timeframe: str) -> pd.Timedelta:
-    """Length of one bar; unknown timeframes fail here so a typo never reaches a resample rule."""
-    try:
-        return _TIMEFRAMES[timeframe]
-    except (KeyError, TypeError):
-        allowed = ", ".join(_TIMEFRAMES)
-        raise DataError(f"unknown timeframe {timeframe!r}; allowed: {allowed}") from None
+    """Length of one bar of any ``Nm``, ``Nh``, ``Nd`` or ``Nw`` timeframe.
+
+    Anything else fails here, so a typo never reaches a resample rule or a file name.
+    """
+    match = _TIMEFRAME.fullmatch(timeframe) if isinstance(timeframe, str) else None
+    if match is None:
+        raise DataError(
+            f"unknown timeframe {timeframe!r}; write a whole number and a unit m, h, d or w "
+            "(5m, 1h, 4h, 1d, 1w)"
+        )
+    return pd.Timedelta(**{_UNITS[match["unit"]]: int(match["count"])})
+
+
+def is_timeframe(text: object) -> bool:
+    """True for a timeframe :func:`timeframe_delta` accepts."""
+    return isinstance(text, str) and _TIMEFRAME.fullmatch(text) is not None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -233,9 +235,9 @@ def list_price_files(data_root: Path) -> list[tuple[str, str, Path]]:
     found = []
     for path in root.iterdir():
         match = _FILE_NAME.fullmatch(path.name)
-        if match and match["timeframe"] in _TIMEFRAMES and path.is_file():
+        if match and is_timeframe(match["timeframe"]) and path.is_file():
             found.append((match["symbol"], match["timeframe"], path))
-    return sorted(found, key=lambda item: (item[0], _TIMEFRAMES[item[1]], item[2].name))
+    return sorted(found, key=lambda item: (item[0], timeframe_delta(item[1]), item[2].name))
 
 
 def find_price_file(data_root: Path, symbol: str, timeframe: str) -> Path | None:
@@ -298,7 +300,7 @@ def _finer_source(
     """The finest file of the symbol dividing the target evenly, else a DataError naming what is."""
     files = list_price_files(data_root)
     own = [(tf, path) for sym, tf, path in files if sym == symbol]
-    usable = [(tf, p) for tf, p in own if _divides(_TIMEFRAMES[tf], target)]
+    usable = [(tf, p) for tf, p in own if _divides(timeframe_delta(tf), target)]
     if usable:
         tf, path = usable[0]  # list_price_files sorts finest first
         find_price_file(data_root, symbol, tf)  # same root-escape check as a direct hit
@@ -391,7 +393,7 @@ def resample_bars(
             f"cannot build {timeframe} bars from {source} bars; the target must be a whole "
             "multiple of a finer timeframe"
         )
-    origin = _WEEK_ORIGIN if timeframe == "1w" else "epoch"
+    origin = _WEEK_ORIGIN if timeframe.endswith("w") else "epoch"
     grouped = bars.resample(target, label="left", closed="left", origin=origin)
     out = grouped.agg(
         {"open": "first", "high": "max", "low": "min", "close": "last", "volume": "sum"}
@@ -409,19 +411,36 @@ def align_to_base(
     frame: pd.DataFrame,
     frame_timeframe: str,
 ) -> pd.DataFrame:
-    """Rows of a higher-timeframe ``frame`` as a base bar could see them, indexed by ``base_index``.
+    """Rows of another timeframe's ``frame`` as a base bar could see them, on ``base_index``.
 
     Each base bar (start t, closes t + base) gets the last frame row (start s) that closed by then,
-    s + frame <= t + base, carried forward until the next one closes; earlier rows are NaN.
-    KTRDR joins on equal timestamps instead, which lets a 00:00 hourly row see that day's close.
+    s + frame <= t + base, carried forward until the next one closes; earlier rows are NaN. The
+    rule is the same whether the other timeframe is coarser (4h in a 1h strategy) or finer (5m:
+    the base bar sees the 5m bar that closed with it). KTRDR joins on equal timestamps instead,
+    which lets a 00:00 hourly row see that day's close.
     """
-    base_close = pd.DatetimeIndex(base_index) + timeframe_delta(base_timeframe)
     if not frame.index.is_monotonic_increasing:
         frame = frame.sort_index()
-    frame_close = pd.DatetimeIndex(frame.index) + timeframe_delta(frame_timeframe)
+    available = pd.DatetimeIndex(frame.index) + timeframe_delta(frame_timeframe)
+    return align_available(base_index, base_timeframe, frame, available)
+
+
+def align_available(
+    base_index: pd.DatetimeIndex,
+    base_timeframe: str,
+    frame: pd.DataFrame,
+    available: pd.DatetimeIndex,
+) -> pd.DataFrame:
+    """Rows of ``frame`` on ``base_index``: each base bar gets the last row available by its close.
+
+    ``available[i]`` is when row i could first be known (a bar's close, or a published series'
+    date plus its publication lag), sorted ascending. A row available exactly at a base bar's
+    close is seen by that bar, as a decision taken at the close could read it.
+    """
+    base_close = pd.DatetimeIndex(base_index) + timeframe_delta(base_timeframe)
     if len(frame) == 0:
         return pd.DataFrame(np.nan, index=base_index, columns=frame.columns)
-    pos = frame_close.searchsorted(base_close, side="right") - 1
+    pos = pd.DatetimeIndex(available).searchsorted(base_close, side="right") - 1
     out = frame.iloc[np.maximum(pos, 0)].set_axis(base_index, axis=0)
     unseen = np.broadcast_to((pos < 0)[:, None], out.shape)
     return out.mask(unseen)

@@ -41,7 +41,7 @@ _SOURCES = ("open", "high", "low", "close", "volume")
 _ACTIVATIONS = ("relu", "tanh", "sigmoid", "leaky_relu")
 _NORMALIZATIONS = ("minmax", "zscore", "none")
 _LOSSES = ("cross_entropy", "focal")
-_TIMEFRAME_RE = re.compile(r"^[1-9][0-9]*(m|h|d|w)$")
+_TIMEFRAME_RE = re.compile(r"^[1-9][0-9]{0,5}(m|h|d|w)$")
 # Symbols become file names ({SYMBOL}_{TF}.csv): no path separators, no leading dot.
 _SYMBOL_RE = re.compile(r"^[A-Za-z0-9_^=][A-Za-z0-9_.^=-]{0,31}$")
 _ID_RE = re.compile(r"^[A-Za-z0-9_-]+$")

@@ -245,8 +245,43 @@ def test_missing_columns_and_empty_file(tmp_path: Path) -> None:
 def test_timeframe_delta() -> None:
     assert timeframe_delta("4h") == pd.Timedelta(hours=4)
     assert timeframe_delta("1w") == pd.Timedelta(days=7)
-    with pytest.raises(DataError, match=r"unknown timeframe '1H'; allowed: 1m, 5m, .*1d, 1w"):
-        timeframe_delta("1H")
+    assert timeframe_delta("7m") == pd.Timedelta(minutes=7)
+    assert timeframe_delta("90m") == pd.Timedelta(hours=1.5)
+    assert timeframe_delta("3d") == pd.Timedelta(days=3)
+    assert timeframe_delta("2w") == pd.Timedelta(days=14)
+    for bad in ("1H", "0m", "1y", "h", "1.5h", "01h", " 1h", None):
+        with pytest.raises(DataError, match=r"unknown timeframe .*; write a whole number and a "
+                                            r"unit m, h, d or w"):
+            timeframe_delta(bad)  # type: ignore[arg-type]
+
+
+def test_any_timeframe_is_resampled_from_a_finer_file() -> None:
+    hourly_bars = read_price_file(ROOT / "EURUSD_1h.csv")
+    for timeframe, rule in (("3h", "3h"), ("12h", "12h"), ("2d", "2D")):
+        out = load_prices(ROOT, "EURUSD", timeframe)
+        assert (out.index.asi8 % timeframe_delta(timeframe).value == 0).all()
+        first = out.index[1]  # the first bucket may hold fewer hours (the file starts at 09:00)
+        inside = hourly_bars[(hourly_bars.index >= first) & (hourly_bars.index < first
+                                                             + pd.Timedelta(rule))]
+        assert out.loc[first, "open"] == inside["open"].iloc[0]
+        assert out.loc[first, "high"] == inside["high"].max()
+        assert out.loc[first, "close"] == inside["close"].iloc[-1]
+    two_weeks = load_prices(ROOT, "GOOG", "2w")
+    assert (two_weeks.index.day_of_week == 0).all()
+    assert (np.diff(two_weeks.index.asi8) % timeframe_delta("2w").value == 0).all()
+
+
+def test_a_finer_timeframe_is_seen_through_the_bar_that_closed_with_the_base_bar() -> None:
+    """5m in a 1h strategy: the 10:00 bar (closes 11:00) sees the 10:55 bar, never 11:00."""
+    five = pd.DataFrame(
+        {"x": np.arange(36, dtype=float)},
+        index=pd.date_range("2020-01-02 10:00", periods=36, freq="5min", tz="UTC"),
+    )
+    base = pd.date_range("2020-01-02 09:00", periods=5, freq="1h", tz="UTC")
+    seen = align_to_base(base, "1h", five, "5m")["x"]
+    assert np.isnan(seen.iloc[0])  # 09:00-10:00: no 5m bar has closed yet
+    assert seen.tolist()[1:4] == [11.0, 23.0, 35.0]  # 10:55, 11:55, 12:55 bars
+    assert seen.iloc[4] == 35.0  # no more 5m bars: the last one carries forward
 
 
 def test_date_range_is_inclusive() -> None:
