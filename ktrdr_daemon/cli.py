@@ -69,7 +69,9 @@ def cmd_features(args: argparse.Namespace) -> int:
             strategy.timeframes = [args.timeframe, *strategy.timeframes]
     symbol = args.symbol or strategy.symbols[0]
     bars = {tf: load_prices(settings.data_root, symbol, tf) for tf in strategy.timeframes}
-    frames = feat.compute_indicator_frames(strategy, bars)
+    context = feat.load_context_series(strategy, settings.data_root)
+    frames = feat.compute_indicator_frames(
+        strategy, bars, feat.compute_context_indicators(strategy, context))
     feat.add_fuzzy(strategy, frames)
     result = make_labels(bars[strategy.base_timeframe], strategy.training["labels"])
     # A bar without a label (a triple barrier's last bars) gets an empty cell.

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from pipeline.context_data import ContextSeries, load_context
 from pipeline.errors import FeatureError
 from pipeline.fuzzy import compute_fuzzy
 from pipeline.indicators import compute_indicators
-from pipeline.market_data import align_to_base
+from pipeline.market_data import align_available, align_to_base
 from pipeline.strategy import Strategy
 
 
@@ -46,14 +48,79 @@ def resolved_features(strategy: Strategy) -> list[str]:
     return names
 
 
+@dataclass
+class ContextValues:
+    """Indicators computed on one context series at its own frequency, and when each row could
+    first be known (see ``context_data``)."""
+
+    values: pd.DataFrame
+    available: pd.DatetimeIndex
+
+
+def load_context_series(strategy: Strategy, data_root: Path) -> dict[str, ContextSeries]:
+    """The context series the strategy's indicators read, from files under ``data_root``.
+
+    An entry no indicator reads is not loaded (the loader warned), so its file is not needed.
+    """
+    wanted = {s["data_source"] for s in strategy.indicators.values() if "data_source" in s}
+    return load_context(strategy.context_data, data_root, wanted)
+
+
+def compute_context_indicators(
+    strategy: Strategy, series: Mapping[str, ContextSeries]
+) -> dict[str, ContextValues]:
+    """Every indicator with a ``data_source``, on its series' own rows (daily, weekly, hourly).
+
+    Computing before aligning is what makes a 14-period RSI of a daily rate span 14 days, not
+    14 base bars of a forward-filled copy (KTRDR's way). Once per run, shared by every symbol.
+    """
+    out: dict[str, ContextValues] = {}
+    for source_id, context in series.items():
+        specs = {i: s for i, s in strategy.indicators.items() if s.get("data_source") == source_id}
+        if not specs:
+            continue
+        try:
+            values = compute_indicators(context.frame, specs)
+        except KeyError as exc:
+            raise FeatureError(
+                f"indicators {', '.join(specs)} on data_source {source_id} ({context.origin}): "
+                f"need column {exc}, but that series has only {', '.join(context.frame.columns)};"
+                " use an indicator of close alone (rsi, ema, sma, roc, ...)"
+            ) from exc
+        out[source_id] = ContextValues(values, context.available)
+    return out
+
+
 def compute_indicator_frames(
-    strategy: Strategy, bars_by_timeframe: Mapping[str, pd.DataFrame]
+    strategy: Strategy,
+    bars_by_timeframe: Mapping[str, pd.DataFrame],
+    context: Mapping[str, ContextValues] | None = None,
 ) -> dict[str, TimeframeFrames]:
-    """Step 2: every indicator of the strategy on every timeframe's bars."""
-    return {
-        tf: TimeframeFrames(bars=bars, indicators=compute_indicators(bars, strategy.indicators))
-        for tf, bars in bars_by_timeframe.items()
-    }
+    """Step 2: every indicator of the strategy on every timeframe's bars.
+
+    An indicator with a ``data_source`` takes its values from ``context`` (computed once by
+    :func:`compute_context_indicators`), each bar seeing the last value known by its close.
+    """
+    price = {i: s for i, s in strategy.indicators.items() if "data_source" not in s}
+    wanted = {s["data_source"] for s in strategy.indicators.values() if "data_source" in s}
+    missing = wanted - set(context or {})
+    if missing:
+        raise FeatureError(f"context series {', '.join(sorted(missing))} were not loaded; "
+                           "load them with context_data.load_context first")
+    frames = {}
+    for tf, bars in bars_by_timeframe.items():
+        parts = [compute_indicators(bars, price)] if price else []
+        for values in (context or {}).values():
+            parts.append(align_available(bars.index, tf, values.values, values.available))
+        table = pd.concat(parts, axis=1) if parts else pd.DataFrame(index=bars.index)
+        frames[tf] = TimeframeFrames(bars=bars, indicators=table[_column_order(strategy, table)])
+    return frames
+
+
+def _column_order(strategy: Strategy, table: pd.DataFrame) -> list[str]:
+    """Indicator columns in the strategy's order, whatever series each came from."""
+    ids = list(strategy.indicators)
+    return sorted(table.columns, key=lambda c: ids.index(c.partition(".")[0]))
 
 
 def add_fuzzy(strategy: Strategy, frames: dict[str, TimeframeFrames]) -> None:

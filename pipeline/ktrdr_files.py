@@ -179,8 +179,11 @@ def _metadata_v3(strategy: Strategy, config: dict, names: list[str],
         "model_type": form.model_type,
         "sequence_length": form.sequence_length(model_section["architecture"]),
         "normalization_params": normalization_params(strategy, normalization),
-        "context_data_config": None,
-        "context_source_ids": [],
+        # As KTRDR writes them: the file's entries unchanged (None when there are none) and
+        # every entry's source ids in order, which its backtest reloads the series by.
+        "context_data_config": copy.deepcopy(strategy.raw.get("context_data")) or None,
+        "context_source_ids": [sid for entry in strategy.context_data
+                               for sid in entry.source_ids()],
     }
 
 

@@ -123,11 +123,16 @@ def run_training(
             bars[symbol][tf] = frame
             steps.sub(f"{symbol} {tf}: {len(frame)} bars, "
                       f"{frame.index[0]:%Y-%m-%d %H:%M} .. {frame.index[-1]:%Y-%m-%d %H:%M}")
+    context = feat.load_context_series(strategy, data_root)
+    for source_id, series in context.items():
+        steps.sub(f"context {source_id}: {len(series.frame)} rows from {series.origin}")
 
     # 2. indicators
     steps.step(2, f"Computing {_count(len(strategy.indicators), 'indicator')} "
                   f"on {_count(len(timeframes), 'timeframe')}")
-    frames = {symbol: feat.compute_indicator_frames(strategy, bars[symbol]) for symbol in symbols}
+    context_values = feat.compute_context_indicators(strategy, context)
+    frames = {symbol: feat.compute_indicator_frames(strategy, bars[symbol], context_values)
+              for symbol in symbols}
     steps.sub(", ".join(f"{i}: {spec['type']}" for i, spec in strategy.indicators.items()))
 
     # 3. fuzzy memberships

@@ -26,6 +26,7 @@ from typing import Any
 import yaml
 
 from pipeline import safe_yaml
+from pipeline.context_data import ContextEntry, check_data_sources, parse_context_data
 from pipeline.errors import StrategyError
 from pipeline.fuzzy import MEMBERSHIP_PARAM_COUNTS
 from pipeline.indicators import indicator_names, indicator_spec
@@ -35,7 +36,7 @@ INLINE = "<inline>"
 
 _TOP_KEYS = (
     "name", "description", "version", "training_data", "indicators", "fuzzy_sets",
-    "nn_inputs", "model", "decisions", "training",
+    "nn_inputs", "model", "decisions", "training", "context_data",
 )  # fmt: skip
 _SOURCES = ("open", "high", "low", "close", "volume")
 _ACTIVATIONS = ("relu", "tanh", "sigmoid", "leaky_relu")
@@ -67,6 +68,8 @@ class Strategy:
     model: dict
     training: dict
     warnings: list[str] = field(default_factory=list)
+    # Checked context_data entries; an indicator reading one has a ``data_source`` key.
+    context_data: list[ContextEntry] = field(default_factory=list)
 
 
 def is_v3_strategy(mapping: Mapping) -> bool:
@@ -300,11 +303,15 @@ def _validate(raw: dict, label: str, check: _Check) -> Strategy:
         "training_data.",
     )
 
+    context = parse_context_data(raw.get("context_data"), check)
     indicators: dict[str, dict] = {}
     fuzzy_sets: dict[str, dict] = {}
     nn_inputs: list[dict] = []
     if is_v3_strategy(raw):
-        indicators, outputs = _indicators(raw, check)
+        indicators, outputs = _indicators(_without_data_source(raw), check)
+        for ind_id, source_id in check_data_sources(raw["indicators"], context, check).items():
+            if ind_id in indicators:
+                indicators[ind_id]["data_source"] = source_id
         fuzzy_sets = _fuzzy_sets(raw, indicators, outputs, check)
         nn_inputs = _nn_inputs(raw, fuzzy_sets, indicators, outputs, timeframes, check)
         _unused_definitions(indicators, fuzzy_sets, nn_inputs, check)
@@ -318,8 +325,19 @@ def _validate(raw: dict, label: str, check: _Check) -> Strategy:
         name=name, source=label, raw=raw, symbols=symbols, timeframes=timeframes,
         base_timeframe=base, history_required=history, start_date=start, end_date=end,
         indicators=indicators, fuzzy_sets=fuzzy_sets, nn_inputs=nn_inputs, model=model,
-        training=training, warnings=check.warnings,
+        training=training, warnings=check.warnings, context_data=context,
     )  # fmt: skip
+
+
+def _without_data_source(raw: dict) -> dict:
+    """``raw`` with ``data_source`` taken out of each indicator: it names the indicator's input
+    series (checked against context_data), not a parameter of its formula."""
+    bodies = {
+        ind_id: ({k: v for k, v in body.items() if k != "data_source"}
+                 if isinstance(body, Mapping) else body)
+        for ind_id, body in raw["indicators"].items()
+    }
+    return {**raw, "indicators": bodies}
 
 
 def _not_v3_reason(raw: Mapping) -> str:

@@ -598,14 +598,18 @@ def test_ktrdr_v3_full_file_loads_with_a_warning_per_ignored_key() -> None:
     assert (s.start_date, s.end_date) == ("2017-05-01", "2018-01-31")
     assert s.indicators["macd_12_26_9"]["type"] == "macd"
     assert s.training["early_stopping"] == {"patience": 15, "min_delta": 0.001}
-    ignored = ["scope", "deployment", "context_data", "model.features", "model.training",
+    ignored = ["scope", "deployment", "model.features", "model.training",
                "model.architecture.output_activation", "decisions.confidence_threshold",
                "decisions.position_awareness", "training.method"]  # fmt: skip
     for key in ignored:
         assert any(w.startswith(f"{key}: ignored") for w in s.warnings), (key, s.warnings)
     assert any(w.startswith("indicators.macd_12_26_9: parameters fast, slow, signal")
                for w in s.warnings)  # fmt: skip
-    assert len(s.warnings) == len(ignored) + 1
+    # The DXY entry is read by no indicator: it is not loaded (no DXY file needed), and said so.
+    assert "context_data[0]: no indicator reads DXY (data_source); it is not loaded" \
+        in s.warnings
+    assert [e.source_ids() for e in s.context_data] == [["DXY"]]
+    assert len(s.warnings) == len(ignored) + 2
     for key in ("scope", "deployment", "context_data"):
         assert key in s.raw  # carried along into config.json
     json.dumps(s.raw)
