@@ -81,11 +81,11 @@ def compute_context_indicators(
             continue
         try:
             values = compute_indicators(context.frame, specs)
-        except KeyError as exc:
+        except (KeyError, ValueError) as exc:  # a price column the series lacks
             raise FeatureError(
                 f"indicators {', '.join(specs)} on data_source {source_id} ({context.origin}): "
-                f"need column {exc}, but that series has only {', '.join(context.frame.columns)};"
-                " use an indicator of close alone (rsi, ema, sma, roc, ...)"
+                f"{exc}; that series has only {', '.join(context.frame.columns)}, so use an "
+                "indicator of close alone (rsi, ema, sma, roc, ...)"
             ) from exc
         out[source_id] = ContextValues(values, context.available)
     return out
