@@ -174,6 +174,21 @@ def test_dates_parse_including_yaml_dates_and_date_range_alias() -> None:
     assert load_strategy(data).start_date == "2017-06-01"
 
 
+def test_any_minute_hour_day_or_week_timeframe_and_a_finer_one_than_the_base() -> None:
+    data = put(base(), "training_data.timeframes",
+               {"mode": "multi_timeframe", "list": ["5m", "1h", "3h", "2d", "2w"],
+                "base_timeframe": "1h"})
+    s = load_strategy(data)
+    assert (s.timeframes, s.base_timeframe) == (["5m", "1h", "3h", "2d", "2w"], "1h")
+    bad = put(base(), "training_data.timeframes", {"mode": "multi_timeframe",
+                                                   "list": ["1h", "1y", "0m", "1000000m"]})
+    with pytest.raises(StrategyError) as info:
+        load_strategy(bad)
+    assert [e.split(" is")[0] for e in info.value.errors] == [
+        "training_data.timeframes.list: '1y'", "training_data.timeframes.list: '0m'",
+        "training_data.timeframes.list: '1000000m'"]
+
+
 def test_nn_input_timeframe_subset_and_normalization() -> None:
     data = put(
         base(),
