@@ -63,24 +63,18 @@ def test_fred_value_is_seen_from_the_day_after_its_date(tmp_path: Path) -> None:
           "date,value\n2020-01-06,1.0\n2020-01-07,2.0\n2020-01-08,.\n2020-01-09,4.0\n")
     bars = hourly_bars("2020-01-06 00:00", 24 * 5)
     raw = strategy([{"provider": "fred", "series": "RATE"}],
-                   {"rate": {"type": "sma", "period": 1, "data_source": "fred_RATE"},
-                    "rate2": {"type": "sma", "period": 2, "data_source": "fred_RATE"}})
+                   {"rate": {"type": "sma", "period": 2, "data_source": "fred_RATE"}})
     seen = indicator_on_hours(raw, tmp_path, bars, "rate")
-    # A bar sees a value once its close reaches the date + 1 day: the 23:00 bar closes at
-    # midnight, so it is the first bar to see the previous day's value.
-    assert seen[: utc("2020-01-06 22:00")].isna().all()
-    assert seen[utc("2020-01-06 23:00")] == 1.0
-    assert seen[utc("2020-01-07 22:00")] == 1.0  # Tuesday's 2.0 is not published yet
-    assert seen[utc("2020-01-07 23:00")] == 2.0
-    assert seen[utc("2020-01-08 23:00")] == 2.0  # "." carries the last value (as KTRDR does)
+    # The mean runs over the series' own rows (two days, not two hours): Mon NaN, Tue 1.5,
+    # Wed 2.0 ("." carries Tuesday's value, as KTRDR does), Thu 3.0. A bar sees a day's value
+    # once its close reaches the date + 1 day: the 23:00 bar, closing at midnight, is the first.
+    assert seen[: utc("2020-01-07 22:00")].isna().all()
+    assert seen[utc("2020-01-07 23:00")] == 1.5
+    assert seen[utc("2020-01-08 22:00")] == 1.5  # Wednesday's value is not published yet
+    assert seen[utc("2020-01-08 23:00")] == 2.0
     assert seen[utc("2020-01-09 22:00")] == 2.0
-    assert seen[utc("2020-01-09 23:00")] == 4.0
-    assert seen[utc("2020-01-10 23:00")] == 4.0  # carried forward
-    # The indicator runs on the series' own rows: a 2-period mean of days, not of hours.
-    two = indicator_on_hours(raw, tmp_path, bars, "rate2")
-    assert np.isnan(two[utc("2020-01-06 23:00")])  # one day is not two
-    assert two[utc("2020-01-07 23:00")] == 1.5
-    assert two[utc("2020-01-09 23:00")] == 3.0
+    assert seen[utc("2020-01-09 23:00")] == 3.0
+    assert seen[utc("2020-01-10 23:00")] == 3.0  # carried forward
 
 
 def test_every_bar_sees_the_latest_value_published_by_its_close(tmp_path: Path) -> None:
@@ -92,13 +86,14 @@ def test_every_bar_sees_the_latest_value_published_by_its_close(tmp_path: Path) 
         f"{d:%Y-%m-%d},{v}\n" for d, v in zip(dates, values, strict=True)))
     bars = hourly_bars("2020-03-01 00:00", 24 * 36)
     raw = strategy([{"provider": "fred", "series": ["X"], "publication_lag": "36h"}],
-                   {"x": {"type": "sma", "period": 1, "data_source": "fred_X"}})
+                   {"x": {"type": "sma", "period": 2, "data_source": "fred_X"}})
     seen = indicator_on_hours(raw, tmp_path, bars, "x").to_numpy()
     known = dates.tz_localize("UTC") + pd.Timedelta(hours=36)
     for i, start in enumerate(bars.index):
         published = np.flatnonzero(known <= start + pd.Timedelta(hours=1))
-        expected = values[published[-1]] if published.size else np.nan
-        assert seen[i] == expected or (np.isnan(expected) and np.isnan(seen[i])), start
+        k = published[-1] if published.size else -1
+        expected = (values[k - 1] + values[k]) / 2 if k >= 1 else np.nan
+        assert np.isclose(seen[i], expected, rtol=0, atol=1e-12, equal_nan=True), start
 
 
 def test_cot_report_waits_three_days_unless_told(tmp_path: Path) -> None:
@@ -108,32 +103,35 @@ def test_cot_report_waits_three_days_unless_told(tmp_path: Path) -> None:
         f"{d:%Y-%m-%d},{p}\n" for d, p in zip(tuesdays, positions, strict=True)))
     last = tuesdays[-1]  # Tuesday 2020-02-18
     bars = hourly_bars(f"{last - pd.Timedelta(days=1):%Y-%m-%d}", 24 * 6)
-    ind = {"net": {"type": "sma", "period": 1, "data_source": "cot_EUR_net_pos"}}
+    ind = {"net": {"type": "sma", "period": 2, "data_source": "cot_EUR_net_pos"}}
     seen = indicator_on_hours(strategy([{"provider": "cftc_cot", "report": "EUR"}], ind),
                               tmp_path, bars, "net")
     friday = last + pd.Timedelta(days=3)
-    assert seen[utc(f"{friday - pd.Timedelta(hours=2)}")] == positions[-2]
-    assert seen[utc(f"{friday - pd.Timedelta(hours=1)}")] == positions[-1]  # closes Fri 00:00
+    mean = (positions[:-1] + positions[1:]) / 2  # two reports, by report
+    assert seen[utc(f"{friday - pd.Timedelta(hours=2)}")] == mean[-2]
+    assert seen[utc(f"{friday - pd.Timedelta(hours=1)}")] == mean[-1]  # closes Fri 00:00
     # publication_lag: 0 is KTRDR's alignment: Tuesday's positions from Tuesday 00:00 on.
     ktrdr = indicator_on_hours(strategy([{"provider": "cftc_cot", "report": "EUR",
                                           "publication_lag": 0}], ind), tmp_path, bars, "net")
-    assert ktrdr[utc(f"{last - pd.Timedelta(hours=1)}")] == positions[-1]
+    assert ktrdr[utc(f"{last - pd.Timedelta(hours=1)}")] == mean[-1]
 
 
 def test_ib_pair_follows_the_closed_bar_rule(tmp_path: Path) -> None:
     gbp = hourly_bars("2020-01-06 00:00", 48, close=np.arange(48, dtype=float) + 1)
     gbp.to_csv(tmp_path / "GBPUSD_1h.csv")
     bars = hourly_bars("2020-01-06 00:00", 48)
-    ind = {"gbp": {"type": "sma", "period": 1, "data_source": "GBPUSD"}}
+    ind = {"gbp": {"type": "sma", "period": 2, "data_source": "GBPUSD"}}
     hour = indicator_on_hours(strategy([{"provider": "ib", "symbol": "GBPUSD"}], ind),
                               tmp_path, bars, "gbp")
-    assert hour.to_numpy().tolist() == gbp["close"].tolist()  # bar t closes with GBPUSD bar t
+    # Bar t closes with GBPUSD bar t: the mean of GBPUSD closes t and t-1 (t + 0.5).
+    assert np.isnan(hour.iloc[0]) and hour.iloc[1:].tolist() == list(np.arange(1, 48) + 0.5)
     four = indicator_on_hours(strategy([{"provider": "ib", "symbol": "GBPUSD",
                                          "timeframe": "4h"}], ind), tmp_path, bars, "gbp")
-    assert four[: utc("2020-01-06 02:00")].isna().all()
-    assert four[utc("2020-01-06 03:00")] == 4.0  # the 00-04 bar closed with the 03:00 bar
-    assert four[utc("2020-01-06 06:00")] == 4.0
-    assert four[utc("2020-01-06 07:00")] == 8.0
+    # 4h closes 4, 8, 12, ... (resampled from the hourly file); their 2-bar means 6, 10, ...
+    assert four[: utc("2020-01-06 06:00")].isna().all()  # 04-08 still open at 07:00
+    assert four[utc("2020-01-06 07:00")] == 6.0  # closes with the 04-08 bar
+    assert four[utc("2020-01-06 10:00")] == 6.0
+    assert four[utc("2020-01-06 11:00")] == 10.0
 
 
 # --- derived series ------------------------------------------------------------------------------
@@ -156,7 +154,7 @@ def test_spread_uses_the_dates_both_series_have(tmp_path: Path) -> None:
     write(tmp_path / "fred" / "B.csv", "date,value\n2020-01-01,0.5\n2020-02-01,0.7\n"
           "2020-03-02,1.0\n")
     raw = strategy([{"provider": "fred", "series": ["A", "B"]}],
-                   {"s": {"type": "sma", "period": 1, "data_source": "yield_spread_A_B"}})
+                   {"s": {"type": "sma", "period": 2, "data_source": "yield_spread_A_B"}})
     series = feat.load_context_series(load_strategy(raw), tmp_path)
     spread = series["yield_spread_A_B"].frame["close"]
     # 2020-02-01 is only in B; on 2020-03-02 A's "." carries 3.0.
@@ -210,7 +208,7 @@ def test_context_files_stay_under_the_data_root(tmp_path: Path) -> None:
     root.mkdir()
     (root / "fred").symlink_to(outside)
     s = load_strategy(strategy([{"provider": "fred", "series": "DGS2"}],
-                               {"x": {"type": "sma", "period": 1, "data_source": "fred_DGS2"}}))
+                               {"x": {"type": "sma", "period": 2, "data_source": "fred_DGS2"}}))
     with pytest.raises(DataError, match="escapes the data root"):
         feat.load_context_series(s, root)
     with pytest.raises(StrategyError, match=r"context_data\[0\].series: '\.\./DGS2'"):
