@@ -221,7 +221,11 @@ def load_context(entries: list[ContextEntry], data_root: Path,
 
 def _load_entry(entry: ContextEntry, root: Path) -> list[ContextSeries]:
     if entry.provider == "ib":
-        bars = load_prices(root, entry.symbol, entry.timeframe)
+        try:
+            bars = load_prices(root, entry.symbol, entry.timeframe)
+        except DataError as exc:
+            raise DataError(f"{exc} (a price file: a time column, open, high, low, close and "
+                            "optional volume)") from exc
         available = bars.index + timeframe_delta(entry.timeframe) + entry.lag
         return [ContextSeries(entry.symbol, bars, available, bars.attrs["source"])]
     if entry.provider == "fred":

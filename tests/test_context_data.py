@@ -191,7 +191,8 @@ def test_fred_file_layouts(tmp_path: Path) -> None:
      r"context_data\[0\] \(cftc_cot\): missing file .*cot/JPY.csv; add it as a CSV with columns "
      r"date,net_position"),
     ({"provider": "ib", "symbol": "GBPUSD", "timeframe": "1d"}, "GBPUSD",
-     r"context_data\[0\] \(ib\): no price file for GBPUSD .* Add GBPUSD_1d.csv"),
+     r"context_data\[0\] \(ib\): no price file for GBPUSD .* Add GBPUSD_1d.csv .*\(a price "
+     r"file: a time column, open, high, low, close and optional volume\)"),
 ])  # fmt: skip
 def test_a_missing_file_names_the_file_to_add(tmp_path: Path, entry: dict, source: str,
                                               message: str) -> None:
