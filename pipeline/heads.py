@@ -130,14 +130,3 @@ def evaluate(model: nn.Module, X: Any, y: Any, *, device: torch.device, config: 
 def test_summary(test: dict[str, Any]) -> str:
     """A saved test result in one line, whichever head wrote it."""
     return HEADS[test.get("output_format", "classification")].summary(test)
-
-
-def epoch_summary(event: dict[str, Any]) -> str:
-    """An epoch record or event in one line: the losses and the head's hit rates."""
-    hit = "directional_accuracy" if "train_directional_accuracy" in event else "accuracy"
-    short, num = ("dir", ".4g") if hit == "directional_accuracy" else ("acc", ".4f")
-    line = (f"loss {event['train_loss']:{num}} {short} {event[f'train_{hit}']:.3f} "
-            f"val_loss {event['val_loss']:{num}} val_{short} {event[f'val_{hit}']:.3f}")
-    if "val_mae" in event:
-        line += f" val_mae {event['val_mae']:.4g}"
-    return line

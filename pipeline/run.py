@@ -231,7 +231,7 @@ def run_training(
                                         seed=config.seed, device=torch_device,
                                         score=head.scorer(config))
     top = sorted(importance.items(), key=lambda kv: kv[1], reverse=True)[:3]
-    steps.sub("top: " + ", ".join(f"{k} {v:+.4f}" for k, v in top))
+    steps.sub("top: " + ", ".join(f"{k} {v:+.4g}" for k, v in top))
 
     # 11. model saving
     steps.step(11, f"Saving the model to {models_root}")

@@ -98,6 +98,8 @@ class VersionInfo:
             "recall": test.get("recall", self.metrics.get("recall")),
             "best_val_accuracy": self.metrics.get(
                 "best_val_accuracy", summary.get("best_val_accuracy")),
+            **({"directional_accuracy": test.get("directional_accuracy"), "mae": test["mae"]}
+               if test.get("output_format") == "regression" else {}),
         }
 
 

@@ -236,23 +236,24 @@ def bundle_load(folder: Path) -> Loaded:
         if set_id is None and fid not in params:
             out.trace.append(f"no normalization_params for {fid}: raw values fed unscaled")
     out.files["feature_names"] = list(meta.get("resolved_features", []))
+    # The backtester keeps config.json's decisions: they choose the decision function's rule.
+    out.files["decisions"] = dict(config.get("decisions") or {"output_format": "classification"})
     return out
 
 
-def list_models(root: Path) -> list[dict]:
-    """``ModelStorage.list_models``: every non-``_latest`` folder with a metadata.json."""
-    models = []
-    for strategy_dir in Path(root).iterdir():
-        if not strategy_dir.is_dir():
-            continue
-        for folder in strategy_dir.iterdir():
-            if not folder.is_dir() or "_latest" in folder.name:
-                continue
-            if (folder / "metadata.json").exists():
-                meta = _json(folder / "metadata.json")
-                models.append({"path": str(folder), "strategy_name": meta.get("strategy_name"),
-                               "symbol": meta.get("symbol"), "timeframe": meta.get("timeframe"),
-                               "created_at": meta.get("created_at"),
-                               "accuracy": meta.get("training_summary", {}).get(
-                                   "best_val_accuracy", 0)})
-    return sorted(models, key=lambda m: m["created_at"], reverse=True)
+def decide(bundle: Loaded, X: Any) -> list[str]:
+    """``DecisionFunction._predict`` per row of a regression bundle (``decisions.output_format:
+    regression``): output [0, 0] is the predicted return; BUY above, SELL below minus
+    ``round_trip_cost x min_edge_multiplier`` (0.003 and 1.5 when absent), else HOLD."""
+    decisions = bundle.files["decisions"]
+    if decisions.get("output_format", "classification") != "regression":
+        raise ValueError("only the regression rule is walked here")
+    cost = decisions.get("cost_model", {})
+    threshold = cost.get("round_trip_cost", 0.003) * cost.get("min_edge_multiplier", 1.5)
+    signals = []
+    for row in X:
+        with torch.no_grad():
+            outputs = bundle.model(torch.as_tensor(row, dtype=torch.float32).unsqueeze(0))
+        value = float(outputs[0, 0])
+        signals.append("BUY" if value > threshold else "SELL" if value < -threshold else "HOLD")
+    return signals
