@@ -257,3 +257,22 @@ def decide(bundle: Loaded, X: Any) -> list[str]:
         value = float(outputs[0, 0])
         signals.append("BUY" if value > threshold else "SELL" if value < -threshold else "HOLD")
     return signals
+
+
+def list_models(root: Path) -> list[dict]:
+    """``ModelStorage.list_models``: every non-``_latest`` folder with a metadata.json."""
+    models = []
+    for strategy_dir in Path(root).iterdir():
+        if not strategy_dir.is_dir():
+            continue
+        for folder in strategy_dir.iterdir():
+            if not folder.is_dir() or "_latest" in folder.name:
+                continue
+            if (folder / "metadata.json").exists():
+                meta = _json(folder / "metadata.json")
+                models.append({"path": str(folder), "strategy_name": meta.get("strategy_name"),
+                               "symbol": meta.get("symbol"), "timeframe": meta.get("timeframe"),
+                               "created_at": meta.get("created_at"),
+                               "accuracy": meta.get("training_summary", {}).get(
+                                   "best_val_accuracy", 0)})
+    return sorted(models, key=lambda m: m["created_at"], reverse=True)
