@@ -1,4 +1,4 @@
-"""Train the MLP: a plain loop over in-memory tensors, one callback, one stop token.
+"""Train the model: a plain loop over in-memory tensors, one callback, one stop token.
 
 The loop reads in order (shuffle, batches, validation, bookkeeping) and knows nothing about
 files or the spool: progress leaves through ``on_event``, checkpoints through ``on_checkpoint``,
@@ -9,7 +9,12 @@ model itself.
 Reproducibility: call :func:`seed_everything` before ``build_mlp`` (weight init uses torch's
 global RNG), keep the data, device and thread count, and a CPU run gives the same weights to the
 bit. Shuffling uses its own generator seeded by ``config.seed``; dropout uses the global RNG.
-Both states travel in every checkpoint, so a resumed run continues exactly where it stopped.
+Both states travel in every checkpoint, so a resumed run continues exactly where it stopped;
+so do the optimizer's and the learning-rate scheduler's states.
+
+What the loss, the per-epoch hit rate and the targets' dtype are comes from the output head
+(:mod:`pipeline.heads`); the optimizer, scheduler and clipping from the config
+(:mod:`pipeline.optimization`, :mod:`pipeline.training_keys`).
 """
 
 from __future__ import annotations
