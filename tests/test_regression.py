@@ -19,6 +19,7 @@ import torch
 import yaml
 from torch import nn
 
+from ktrdr_daemon.progress import ProgressWriter
 from pipeline.errors import PipelineError
 from pipeline.heads import evaluate, get_head
 from pipeline.labels.forward_return import forward_returns
@@ -241,3 +242,23 @@ def test_features_csv_writes_the_float_label(trained: dict) -> None:
     assert len(table) == len(close)
     assert np.allclose(table["label"].to_numpy()[:-20], expected[:-20], rtol=1e-14, atol=0)
     assert table["label"].iloc[-20:].isna().all()  # no future to measure: empty cells
+
+
+def test_progress_files_show_a_regression_epoch_without_accuracy(tmp_path: Path) -> None:
+    job_dir, tmp = tmp_path / "job", tmp_path / "tmp"
+    job_dir.mkdir()
+    tmp.mkdir()
+    writer = ProgressWriter(job_dir, tmp, job_id="j", attempt=1, daemon="d", host="h",
+                            device="cpu")
+    writer({"type": "epoch", "epoch": 1, "epochs": 4, "train_loss": 3.2e-05,
+            "train_directional_accuracy": 0.488, "val_loss": 6.9e-06,
+            "val_directional_accuracy": 0.534, "val_mae": 0.00305, "learning_rate": 1e-3,
+            "duration": 0.4, "best_epoch": 1, "best_val_loss": 6.9e-06})
+    writer.files.close()
+    progress = json.loads((job_dir / "progress.json").read_text())
+    assert progress["metrics"] == {"train_loss": 3.2e-05, "train_directional_accuracy": 0.488,
+                                   "val_loss": 6.9e-06, "val_directional_accuracy": 0.534,
+                                   "val_mae": 0.00305}
+    line = (job_dir / "log.txt").read_text().splitlines()[-1]
+    assert line.endswith("epoch 1/4: loss 3.2e-05 dir 0.488 val_loss 6.9e-06 val_dir 0.534 "
+                         "val_mae 0.00305 (0.40s)")
