@@ -42,14 +42,21 @@ def cmd_train(args: argparse.Namespace) -> int:
         return EXIT_CANCELLED
     finally:
         reporter.close_bar()
+    from pipeline.heads import test_summary
+
     test = result.metrics["test"]
+    headline = {k: test[k] for k in HEADLINE if k in test}
     print(json.dumps({"model_path": str(result.model_path), "device": result.device,
-                      "test_accuracy": test["test_accuracy"], "f1": test["f1"],
-                      "warnings": result.warnings}, indent=2) if args.json else
+                      **headline, "warnings": result.warnings}, indent=2) if args.json else
           f"model saved: {result.model_path}\n"
-          f"test accuracy {test['test_accuracy']:.3f}, f1 {test['f1']:.3f}, "
+          f"test {test_summary(test)}, "
           f"on {result.device} in {sum(result.timings.values()):.1f}s")
     return EXIT_OK
+
+
+# Test metrics printed after training: a classifier's, or a regression's (pipeline.heads).
+HEADLINE = ("test_accuracy", "f1", "output_format", "test_loss", "mae", "rmse",
+            "directional_accuracy", "spearman_ic", "threshold", "signal_counts")
 
 
 def cmd_features(args: argparse.Namespace) -> int:
@@ -114,9 +121,15 @@ def cmd_models(args: argparse.Namespace) -> int:
     for row in rows:
         print(f"{row['strategy']}: {'trained' if row['trained'] else 'untrained'}")
         for v in row["versions"]:
-            acc, f1, val = (_fmt(v[k]) for k in ("test_accuracy", "f1", "best_val_accuracy"))
-            print(f"  {v['version']:<10} acc {acc}  f1 {f1}  val {val}  {v['created_at']}  "
-                  f"{v['path']}")
+            if v.get("mae") is not None:  # a regression model
+                dirn, mae = _fmt(v.get("directional_accuracy")), f"{v['mae']:.4g}"
+                print(f"  {v['version']:<10} dir {dirn}  mae {mae}  {v['created_at']}  "
+                      f"{v['path']}")
+            else:
+                acc, f1, val = (_fmt(v[k]) for k in ("test_accuracy", "f1",
+                                                     "best_val_accuracy"))
+                print(f"  {v['version']:<10} acc {acc}  f1 {f1}  val {val}  "
+                      f"{v['created_at']}  {v['path']}")
             print(f"  {'':<10} report {v['report'] or '(none: ktrdr-daemon report PATH)'}")
     return EXIT_OK
 

@@ -262,7 +262,8 @@ def cmd_show(args: argparse.Namespace) -> int:
         summary = {k: result[k] for k in ("state", "attempt", "daemon", "device", "finished_at",
                                           "model_path", "error", "cancelled_at") if k in result}
         test = (result.get("metrics") or {}).get("test") or {}
-        summary.update({k: test[k] for k in ("test_accuracy", "f1") if k in test})
+        summary.update({k: test[k] for k in ("test_accuracy", "f1", "directional_accuracy",
+                                             "mae", "spearman_ic") if k in test})
         out += ["", "result:", _indent(yaml.safe_dump(summary, sort_keys=False).rstrip())]
     out += ["", f"log (last {LOG_TAIL_LINES} lines of {folder / 'log.txt'}):",
             _indent("\n".join(data["log_tail"]) or "(empty)")]

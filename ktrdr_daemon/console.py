@@ -14,6 +14,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from pipeline.events import epoch_summary
+
 
 class TerminalReporter:
     """A pipeline ``on_event`` callback that prints like ``log.txt`` and draws a training bar."""
@@ -54,8 +56,7 @@ class TerminalReporter:
             event["epoch"] - 1 + event["batch"] / max(event["batches"], 1))
         losses = ""
         if self.last:
-            losses = (f"loss {self.last['train_loss']:.4f} val {self.last['val_loss']:.4f} "
-                      f"acc {self.last['val_accuracy']:.3f}")
+            losses = epoch_summary(self.last)
         self.progress.update(self.task, completed=done, total=epochs, losses=losses)
 
     def close_bar(self) -> None:

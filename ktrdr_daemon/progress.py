@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ktrdr_daemon.file_writer import FileWriter
-from pipeline.events import STEPS
+from pipeline.events import STEPS, epoch_metrics, epoch_summary
 
 SCHEMA = 1
 MIN_INTERVAL = 0.1  # seconds between throttled writes: at most ~10 a second
@@ -126,13 +126,10 @@ class ProgressWriter:
                 return  # throttled: batches are frequent, the file is refreshed ~10x a second
         elif kind == "epoch":
             self._training(event)
-            snap["metrics"] = {k: event[k] for k in
-                               ("train_loss", "train_accuracy", "val_loss", "val_accuracy")}
+            snap["metrics"] = epoch_metrics(event)
             snap["best"] = {"epoch": event["best_epoch"], "val_loss": event["best_val_loss"]}
-            self.log(
-                f"   epoch {event['epoch']}/{event['epochs']}: loss {event['train_loss']:.4f} "
-                f"acc {event['train_accuracy']:.3f} val_loss {event['val_loss']:.4f} "
-                f"val_acc {event['val_accuracy']:.3f} ({event['duration']:.2f}s)")
+            self.log(f"   epoch {event['epoch']}/{event['epochs']}: {epoch_summary(event)} "
+                     f"({event['duration']:.2f}s)")
         if kind != "batch":
             self._append_event(event)
         self._write_snapshot()

@@ -37,7 +37,7 @@ class Dataset:
 
     feature_names: list[str]
     X: dict[str, np.ndarray]  # split -> float32 (rows, features)
-    y: dict[str, np.ndarray]  # split name -> int64 (rows,)
+    y: dict[str, np.ndarray]  # split name -> int64 classes or float64 returns (rows,)
     normalization: dict[str, dict]  # feature -> {"method": ..., params}
     rows: dict[str, dict[str, int]]  # symbol -> split name -> rows (and "purged" if any)
     train_weights: np.ndarray | None = None  # sample weight per training row, or None
@@ -110,7 +110,8 @@ def build_dataset(
         if purge is not None:
             rows[part.symbol]["purged"] = len(values) - sum(rows[part.symbol].values())
     X = {name: np.concatenate(chunks[name]) for name in SPLITS}
-    y = {name: np.concatenate(labels[name]).astype(np.int64) for name in SPLITS}
+    # Classes as int64; regression targets (forward returns) stay float64.
+    y = {name: _label_array(np.concatenate(labels[name])) for name in SPLITS}
     for name in SPLITS:
         if len(X[name]) == 0:
             raise FeatureError(
@@ -122,6 +123,10 @@ def build_dataset(
     train_weights = np.concatenate(weights) if len(weights) == len(parts) else None
     return Dataset(feature_names=names, X=X, y=y, normalization=params, rows=rows,
                    train_weights=train_weights)
+
+
+def _label_array(values: np.ndarray) -> np.ndarray:
+    return values.astype(np.float64 if values.dtype.kind == "f" else np.int64)
 
 
 def _split_rows(n: int, split: Mapping[str, float], purge: int | None

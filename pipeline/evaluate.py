@@ -7,7 +7,7 @@ without depending on it; the formulas are short enough to read here.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -78,8 +78,10 @@ def permutation_importance(
     seed: int,
     device: torch.device,
     on_event: OnEvent | None = None,
+    score: Callable[[Tensor, Tensor], Tensor] | None = None,
 ) -> dict[str, float]:
-    """How much the unweighted cross-entropy rises when one feature column is shuffled.
+    """How much the loss rises when one feature column is shuffled: unweighted cross-entropy
+    by default, or ``score(outputs, y)`` (a head's loss; ``y`` then already as it wants it).
 
     One pass per feature, each with the next permutation of ``np.random.default_rng(seed)``,
     so the same seed gives the same importances. Progress goes out as ``substep`` events at
@@ -87,19 +89,21 @@ def permutation_importance(
     """
     device = torch.device(device)
     X = torch.as_tensor(X, dtype=torch.float32).cpu()
-    y_true = torch.as_tensor(y).long().cpu()
+    y_true = torch.as_tensor(y).cpu()
+    if score is None:
+        y_true, score = y_true.long(), F.cross_entropy
     if X.shape[1] != len(feature_names):
         raise ValueError(f"{X.shape[1]} feature columns but {len(feature_names)} names")
     if len(X) == 0:
         return {name: 0.0 for name in feature_names}
-    baseline = float(F.cross_entropy(_logits(model, X, device), y_true).item())
+    baseline = float(score(_logits(model, X, device), y_true).item())
     rng = np.random.default_rng(seed)
     importance: dict[str, float] = {}
     last_event = -float("inf")
     for j, name in enumerate(feature_names):
         shuffled = X.clone()
         shuffled[:, j] = X[torch.from_numpy(rng.permutation(len(X))), j]
-        loss = float(F.cross_entropy(_logits(model, shuffled, device), y_true).item())
+        loss = float(score(_logits(model, shuffled, device), y_true).item())
         importance[name] = loss - baseline
         now = time.monotonic()
         if on_event is not None and (now - last_event >= 1.0 or j == len(feature_names) - 1):

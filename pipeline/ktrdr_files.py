@@ -34,11 +34,16 @@ from pipeline.strategy import Strategy
 
 
 def training_summary(history: list[dict[str, Any]]) -> dict[str, Any]:
-    """KTRDR's ``ModelTrainer.get_training_summary`` computed from our epoch records."""
+    """KTRDR's ``ModelTrainer.get_training_summary`` computed from our epoch records.
+
+    A regression model's "accuracy" is, in KTRDR's records as in ours, the directional
+    accuracy (``pred > 0`` against ``y > 0``); ours names it so, KTRDR's fields take it."""
     if not history:
         return {"epochs_trained": 0}
-    col = {k: [h[k] for h in history if h.get(k) is not None]
-           for k in ("train_loss", "train_accuracy", "val_loss", "val_accuracy")}
+    hit = "directional_accuracy" if "train_directional_accuracy" in history[0] else "accuracy"
+    ours = {"train_loss": "train_loss", "train_accuracy": f"train_{hit}",
+            "val_loss": "val_loss", "val_accuracy": f"val_{hit}"}
+    col = {k: [h[key] for h in history if h.get(key) is not None] for k, key in ours.items()}
     summary: dict[str, Any] = {
         "epochs_trained": len(history),
         "final_train_loss": col["train_loss"][-1],
@@ -190,7 +195,9 @@ def _metadata_v3(strategy: Strategy, config: dict, names: list[str],
 def _ktrdr_test(test: dict[str, Any]) -> dict[str, Any]:
     """KTRDR's host path merges its test metrics into metrics.json under these names."""
     keys = {"test_accuracy": "test_accuracy", "test_loss": "test_loss",
-            "precision": "precision", "recall": "recall", "f1": "f1_score"}
+            "precision": "precision", "recall": "recall", "f1": "f1_score",
+            # regression: KTRDR's test_accuracy is its directional accuracy
+            "directional_accuracy": "test_accuracy", "mae": "mae"}
     return {theirs: test[ours] for ours, theirs in keys.items() if ours in test}
 
 

@@ -157,14 +157,18 @@ def input_width(state: Mapping[str, torch.Tensor]) -> int:
     raise PipelineError("model.pt holds no layer weights")
 
 
-def check_outputs(state: Mapping[str, torch.Tensor], architecture: Mapping[str, Any]) -> None:
-    """A classifier has at least two logits; a single output is regression, which does not
-    train here yet. Say so instead of a shape error from torch."""
+def check_outputs(state: Mapping[str, torch.Tensor], architecture: Mapping[str, Any],
+                  output_format: str | None = None) -> None:
+    """The last layer must fit what the version says: one output for regression (KTRDR's
+    ``model.output_format: regression`` in config.json), at least two logits for a classifier.
+    Say so instead of a shape error from torch."""
     width = output_width(state)
-    if width < 2:
-        raise PipelineError(
-            "model.pt has a single output (a regression model); this version of ktrdr-daemon "
-            "loads classification models only")
+    if output_format == "regression" and width != 1:
+        raise PipelineError(f"model.pt has {width} outputs but config.json says "
+                            "model.output_format: regression (one output)")
+    if output_format not in (None, "regression") and width < 2:
+        raise PipelineError(f"model.pt has a single output (a regression model) but config.json "
+                            f"says model.output_format: {output_format}")
     declared = architecture.get("num_classes")
     if declared is not None and int(declared) != width:
         raise PipelineError(f"model.pt has {width} outputs but the version's architecture says "

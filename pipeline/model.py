@@ -1,4 +1,5 @@
-"""The network every strategy trains: a plain multilayer perceptron, one logit per class.
+"""The network every strategy trains: a plain multilayer perceptron, one logit per class
+(``num_classes`` 1 for a regression model: one forecast per row).
 
 The architecture lives in ``MLP.config`` so the model store can rebuild the exact module from JSON
 and then load bare weights; that is how a saved model loads without ever unpickling code.
@@ -75,6 +76,6 @@ def build_mlp(input_size: int, hidden_layers: list[int], dropout: float, activat
         )
     if not 0.0 <= float(dropout) < 1.0:
         raise PipelineError(f"model.architecture.dropout: must be in [0, 1), got {dropout}")
-    if int(num_classes) < 2:
-        raise PipelineError(f"a classifier needs at least 2 classes, got {num_classes}")
+    if int(num_classes) < 1:  # 1: a regression head (one forecast per row)
+        raise PipelineError(f"a model needs at least 1 output, got {num_classes}")
     return MLP(input_size, list(hidden_layers), dropout, activation, num_classes)

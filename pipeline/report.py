@@ -8,6 +8,11 @@ One PNG, up to five panels, each an axis labelled with its panel name (``ax.get_
 - ``labels``: the label distribution of the train, validation and test splits;
 - ``importance``: permutation importance per feature, sorted.
 
+A regression model (forward returns) has its own: ``direction`` (the directional accuracy per
+epoch) instead of ``accuracy``, and instead of the confusion matrix and label counts
+``calibration`` (mean true return per decile of the forecast, against the forecast: predicted
+vs actual, with the cost-model thresholds) and ``residuals`` (forecast minus truth, histogram).
+
 A saved version has everything. A running job has only its ``events.jsonl``, so its report
 shows the two curve panels and leaves the other three out (the title says why): test metrics,
 importance and the split counts exist only once the model is saved.
@@ -33,7 +38,8 @@ if TYPE_CHECKING:
 REPORT_FILE = "report.png"
 CLASS_NAMES = ("BUY", "HOLD", "SELL")  # label ids 0, 1, 2 (pipeline.labels)
 SPLITS = ("train", "validation", "test")
-PANELS = ("loss", "accuracy", "confusion", "labels", "importance")
+PANELS = ("loss", "accuracy", "confusion", "labels", "importance")  # a classifier's
+REGRESSION_PANELS = ("loss", "direction", "calibration", "residuals", "importance")
 _SPLIT_COLORS = {"train": "#4c72b0", "validation": "#dd8452", "test": "#55a868"}
 
 
@@ -50,16 +56,28 @@ class ReportData:
     importance: dict[str, float] | None = None
     labels: dict[str, dict[str, int]] | None = None  # split -> class name -> rows
 
+    @property
+    def regression(self) -> bool:
+        """A regression model's data: its test says so, or its epochs have directions."""
+        if self.test and self.test.get("output_format") == "regression":
+            return True
+        return bool(self.history) and "train_directional_accuracy" in self.history[0]
+
     def panels(self) -> list[str]:
         """The panel names this data fills, in drawing order."""
+        test = self.test or {}
         present = {
             "loss": True,
-            "accuracy": True,
-            "confusion": bool(self.test and self.test.get("confusion_matrix")),
-            "labels": bool(self.labels),
+            "accuracy": not self.regression,
+            "direction": self.regression,
+            "confusion": bool(test.get("confusion_matrix")),
+            "labels": bool(self.labels) and not self.regression,
+            "calibration": bool(test.get("calibration")),
+            "residuals": bool((test.get("residuals") or {}).get("counts")),
             "importance": bool(self.importance),
         }
-        return [name for name in PANELS if present[name]]
+        order = REGRESSION_PANELS if self.regression else PANELS
+        return [name for name in order if present[name]]
 
 
 # -- reading ---------------------------------------------------------------------------------
@@ -90,7 +108,10 @@ def report_data_from_version(folder: Path) -> ReportData:
     title = f"{name or folder.name}" + (f" v{version.group(1)}" if version else "")
     details = [meta.get("created_at"), ", ".join(meta.get("symbols") or []),
                meta.get("device") and f"trained on {meta['device']}"]
-    if test:
+    if test and test.get("output_format") == "regression":
+        details.append(f"test direction {test.get('directional_accuracy', 0):.3f}, "
+                       f"MAE {test.get('mae', 0):.4g}, IC {test.get('spearman_ic', 0):+.3f}")
+    elif test:
         details.append(f"test accuracy {test.get('test_accuracy', 0):.3f}, "
                        f"F1 {test.get('f1', 0):.3f}")
     return ReportData(
@@ -154,7 +175,8 @@ def build_report_figure(data: ReportData) -> Figure:
     from matplotlib.figure import Figure
 
     panels = data.panels()
-    middle = "confusion" in panels or "labels" in panels
+    pair = [p for p in ("confusion", "labels", "calibration", "residuals") if p in panels]
+    middle = bool(pair)
     n_features = len(data.importance or {})
     heights = [1.0] + ([1.15] if middle else []) + (
         [max(1.0, 0.12 * n_features)] if n_features else [])
@@ -163,13 +185,20 @@ def build_report_figure(data: ReportData) -> Figure:
     grid = fig.add_gridspec(len(heights), 2, height_ratios=heights)
     fig.suptitle(f"{data.title}\n{data.status or ''}".strip(), fontsize=13)
 
-    _curves(fig.add_subplot(grid[0, 0], label="loss"), data, "loss", "cross-entropy loss")
-    _curves(fig.add_subplot(grid[0, 1], label="accuracy"), data, "accuracy", "accuracy")
-    if "confusion" in panels:
-        _confusion(fig.add_subplot(grid[1, 0], label="confusion"), data.test or {})
-    if "labels" in panels:
-        column = 1 if "confusion" in panels else 0
-        _labels(fig.add_subplot(grid[1, column], label="labels"), data.labels or {})
+    if data.regression:
+        loss = (data.test or {}).get("loss", "training")
+        _curves(fig.add_subplot(grid[0, 0], label="loss"), data, "loss", f"{loss} loss")
+        _curves(fig.add_subplot(grid[0, 1], label="direction"), data, "directional_accuracy",
+                "directional accuracy")
+    else:
+        _curves(fig.add_subplot(grid[0, 0], label="loss"), data, "loss", "cross-entropy loss")
+        _curves(fig.add_subplot(grid[0, 1], label="accuracy"), data, "accuracy", "accuracy")
+    draw = {"confusion": lambda ax: _confusion(ax, data.test or {}),
+            "labels": lambda ax: _labels(ax, data.labels or {}),
+            "calibration": lambda ax: _calibration(ax, data.test or {}),
+            "residuals": lambda ax: _residuals(ax, data.test or {})}
+    for column, name in enumerate(pair[:2]):
+        draw[name](fig.add_subplot(grid[1, column], label=name))
     if "importance" in panels:
         _importance(fig.add_subplot(grid[len(heights) - 1, :], label="importance"),
                     data.importance or {})
@@ -275,3 +304,40 @@ def _importance(ax: Axes, importance: dict[str, float]) -> None:
     ax.set_xlabel("rise in validation loss when the feature is shuffled")
     ax.set_title("Permutation importance (validation split), most important on top")
     ax.grid(axis="x", alpha=0.3)
+
+
+def _calibration(ax: Axes, test: dict[str, Any]) -> None:
+    """Predicted vs actual: each point a decile of the test rows by forecast."""
+    points = test["calibration"]
+    xs = [p["pred_mean"] for p in points]
+    ys = [p["actual_mean"] for p in points]
+    ax.plot(xs, ys, marker="o", color=_SPLIT_COLORS["test"], label="test rows, by forecast decile")
+    low, high = min(xs + ys), max(xs + ys)
+    ax.plot([low, high], [low, high], color="gray", linestyle=":", label="forecast = actual")
+    ax.axhline(0, color="black", linewidth=0.6)
+    threshold = test.get("threshold")
+    if threshold is not None:
+        for sign in (1, -1):
+            ax.axvline(sign * threshold, color="#c44e52", linestyle="--", linewidth=1,
+                       label="cost threshold" if sign > 0 else None)
+    counts = test.get("signal_counts")
+    signals = "" if not counts else " (" + ", ".join(f"{k} {v}" for k, v in counts.items()) + ")"
+    ax.set_xlabel("mean forecast return")
+    ax.set_ylabel("mean actual return")
+    ax.set_title(f"Predicted vs actual: IC {test.get('spearman_ic', 0):+.3f}, direction "
+                 f"{test.get('directional_accuracy', 0):.3f}{signals}", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+
+
+def _residuals(ax: Axes, test: dict[str, Any]) -> None:
+    """Forecast minus truth on the test rows."""
+    edges, counts = test["residuals"]["edges"], test["residuals"]["counts"]
+    widths = [b - a for a, b in zip(edges, edges[1:], strict=False)]
+    ax.bar(edges[:-1], counts, width=widths, align="edge", color=_SPLIT_COLORS["test"],
+           edgecolor="white")
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.set_xlabel("residual (forecast - actual return)")
+    ax.set_ylabel("test rows")
+    ax.set_title(f"Residuals: MAE {test.get('mae', 0):.4g}, RMSE {test.get('rmse', 0):.4g}")
+    ax.grid(axis="y", alpha=0.3)

@@ -21,17 +21,20 @@ from pipeline import features as feat
 from pipeline.dataset import SymbolData, build_dataset
 from pipeline.device import describe_device, select_device
 from pipeline.errors import DataError
-from pipeline.evaluate import evaluate_model, permutation_importance
+from pipeline.evaluate import permutation_importance
 from pipeline.events import STEPS, OnEvent, ignore_event
+from pipeline.heads import evaluate, get_head
 from pipeline.job import Job
 from pipeline.ktrdr_files import version_documents
 from pipeline.labels import get_source, pair_with_rows
 from pipeline.market_data import load_prices
 from pipeline.model import build_mlp
+from pipeline.regression_metrics import label_stats
 from pipeline.report import REPORT_FILE, report_data_from_version, write_report
 from pipeline.stop import StopSource, raise_if_stopped
 from pipeline.store import ModelStore
 from pipeline.trainer import TrainingConfig, seed_everything, train_model
+from pipeline.training_keys import describe_line
 
 
 @dataclass
@@ -190,6 +193,8 @@ def run_training(
 
     # 7. model creation
     config = TrainingConfig.from_strategy(strategy.training)
+    head = get_head(config.output_format)
+    outputs = head.width(classes)
     torch_device = select_device(device)
     if torch_device.type == "cpu":
         torch.set_num_threads(threads)
@@ -198,13 +203,14 @@ def run_training(
     seed_everything(config.seed)
     arch = strategy.model
     model = build_mlp(len(names), arch["hidden_layers"], arch["dropout"], arch["activation"],
-                      len(classes))
-    steps.sub(f"MLP {len(names)} -> {arch['hidden_layers']} -> {len(classes)}, "
-              f"{arch['activation']}, "
-              f"dropout {arch['dropout']}, seed {config.seed}")
+                      outputs)
+    steps.sub(f"MLP {len(names)} -> {arch['hidden_layers']} -> {outputs}, "
+              f"{arch['activation']}, dropout {arch['dropout']}, {head.name} head, "
+              f"seed {config.seed}")
 
     # 8. training
     steps.step(8, f"Training model: {config.epochs} epochs, batch {config.batch_size}")
+    steps.sub(describe_line(config))
     tensors = {s: (torch.from_numpy(dataset.X[s]), torch.from_numpy(dataset.y[s]))
                for s in ("train", "validation", "test")}
     weights = (None if dataset.train_weights is None
@@ -214,21 +220,23 @@ def run_training(
                           resume=resume, on_checkpoint=on_checkpoint,
                           num_classes=len(classes), sample_weights=weights)
     early = ", stopped early" if trained.stopped_early else ""
-    steps.sub(f"best epoch {trained.best_epoch} (val_loss {trained.best_val_loss:.4f}), "
+    steps.sub(f"best epoch {trained.best_epoch} (val_loss {trained.best_val_loss:.4g}), "
               f"{trained.epochs_run} epochs run{early}")
 
     # 9. evaluation
     steps.step(9, "Evaluating on the test split")
-    test = evaluate_model(model, *tensors["test"], device=torch_device, class_names=classes)
-    steps.sub(f"accuracy {test['test_accuracy']:.3f}, loss {test['test_loss']:.4f}, "
-              f"f1 {test['f1']:.3f}")
+    test = evaluate(model, *tensors["test"], device=torch_device, config=config,
+                    classes=classes, threshold=_threshold(strategy.decisions))
+    steps.sub(head.summary(test))
 
     # 10. feature importance
     steps.step(10, "Permutation importance on the validation split")
-    importance = permutation_importance(model, *tensors["validation"], names,
-                                        seed=config.seed, device=torch_device)
+    X_val, y_val = tensors["validation"]
+    importance = permutation_importance(model, X_val, head.target(y_val), names,
+                                        seed=config.seed, device=torch_device,
+                                        score=head.scorer(config))
     top = sorted(importance.items(), key=lambda kv: kv[1], reverse=True)[:3]
-    steps.sub("top: " + ", ".join(f"{k} {v:+.4f}" for k, v in top))
+    steps.sub("top: " + ", ".join(f"{k} {v:+.4g}" for k, v in top))
 
     # 11. model saving
     steps.step(11, f"Saving the model to {models_root}")
@@ -238,7 +246,7 @@ def run_training(
                      "epochs_run": trained.epochs_run, "stopped_early": trained.stopped_early,
                      "duration": trained.duration,
                      "samples_per_second": trained.samples_per_second,
-                     "history": trained.history},
+                     "history": trained.history, "config": config.described()},
         "test": test,
         "rows": dataset.rows,
         "labels": {split: _label_counts(dataset.y[split], classes)
@@ -249,7 +257,8 @@ def run_training(
         strategy=strategy, names=names, normalization=dataset.normalization,
         importance=importance, history=trained.history, test=test, metrics=metrics,
         metadata={"device": device_info["device"], "seed": config.seed, "job_id": job_id,
-                  "label_source": source.name, "classes": list(classes)},
+                  "label_source": source.name, "classes": list(classes),
+                  "output_format": head.name},
         created_at=datetime.now(UTC))
     model_path = ModelStore(models_root).save(
         strategy_name=strategy.name, base_timeframe=base_tf, model=model,
@@ -263,7 +272,7 @@ def run_training(
     # 12. results
     # The version is published: a stop request now would only throw finished work away.
     steps.step(12, "Done", stoppable=False)
-    steps.sub(f"test accuracy {test['test_accuracy']:.3f}; model {model_path}")
+    steps.sub(f"test {head.summary(test)}; model {model_path}")
     steps.finish()
     return RunResult(model_path=model_path, metrics=metrics, timings=steps.timings,
                      warnings=list(job.warnings), device=device_info["device"],
@@ -284,10 +293,25 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
-def _label_counts(labels: np.ndarray, classes: tuple[str, ...]) -> dict[str, int]:
+def _threshold(decisions: dict[str, Any]) -> float | None:
+    """Regression's signal threshold: round_trip_cost x min_edge_multiplier (KTRDR's)."""
+    cost = decisions.get("cost_model") or {}
+    if "round_trip_cost" in cost and "min_edge_multiplier" in cost:
+        return float(cost["round_trip_cost"]) * float(cost["min_edge_multiplier"])
+    return None
+
+
+def _label_counts(labels: np.ndarray, classes: tuple[str, ...]) -> dict[str, Any]:
+    """Rows per class; for a regression target (no classes) the returns' statistics."""
+    if not classes:
+        return label_stats(labels)
     counts = np.bincount(labels, minlength=len(classes))
     return {name: int(count) for name, count in zip(classes, counts, strict=True)}
 
 
 def _distribution(labels: np.ndarray, classes: tuple[str, ...]) -> str:
+    if not classes:
+        stats = label_stats(labels)
+        return (f"{stats['rows']} returns, mean {stats['mean']:+.3g}, std {stats['std']:.3g}, "
+                f"{stats['positive']} positive")
     return ", ".join(f"{name} {count}" for name, count in _label_counts(labels, classes).items())

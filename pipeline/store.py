@@ -66,6 +66,12 @@ class LoadedModel:
     normalization: dict = field(default_factory=dict)  # raw inputs' scaling, KTRDR's shape
     metadata_v3: dict = field(default_factory=dict)
 
+    @property
+    def output_format(self) -> str:
+        """"regression" for a one-output model (a forward-return forecast), else
+        "classification" (the last layer's width is the number of classes)."""
+        return "regression" if output_width(self.model.state_dict()) == 1 else "classification"
+
 
 @dataclass
 class VersionInfo:
@@ -92,6 +98,8 @@ class VersionInfo:
             "recall": test.get("recall", self.metrics.get("recall")),
             "best_val_accuracy": self.metrics.get(
                 "best_val_accuracy", summary.get("best_val_accuracy")),
+            **({"directional_accuracy": test.get("directional_accuracy"), "mae": test["mae"]}
+               if test.get("output_format") == "regression" else {}),
         }
 
 
@@ -332,7 +340,8 @@ class ModelStore:
         docs["metadata_v3"] = _read_json(v3_path) if v3_path.is_file() else {}
         state = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)
         architecture = ktrdr_files.architecture(folder, docs, state)
-        check_outputs(state, architecture)
+        check_outputs(state, architecture, (docs["config"].get("model") or {}).get(
+            "output_format"))
         form = form_for_type(architecture["type"])
         # KTRDR writes no class count: the last layer's width is the number of classes.
         model = form.build({**architecture, "num_classes": output_width(state)})
@@ -400,14 +409,20 @@ class ModelStore:
 
 
 def predict(loaded: LoadedModel, X: np.ndarray) -> np.ndarray:
-    """Class ids (0 BUY, 1 HOLD, 2 SELL) for the rows of ``X``."""
+    """Class ids (0 BUY, 1 HOLD, 2 SELL; a label source's own classes) for the rows of ``X``;
+    for a regression model the forecast returns, as floats."""
     with torch.no_grad():
         logits = loaded.model(torch.as_tensor(np.asarray(X), dtype=torch.float32))
+    if loaded.output_format == "regression":
+        return logits.reshape(-1).numpy()
     return logits.argmax(1).numpy()
 
 
 def predict_proba(loaded: LoadedModel, X: np.ndarray) -> np.ndarray:
     """Class probabilities (softmax of the logits) for the rows of ``X``, already scaled."""
+    if loaded.output_format == "regression":
+        raise PipelineError(f"{loaded.path} is a regression model: it forecasts returns "
+                            "(predict), it has no class probabilities")
     with torch.no_grad():
         logits = loaded.model(torch.as_tensor(np.asarray(X), dtype=torch.float32))
     return torch.softmax(logits, 1).numpy()

@@ -31,6 +31,7 @@ from pipeline.errors import StrategyError
 from pipeline.fuzzy import MEMBERSHIP_PARAM_COUNTS
 from pipeline.indicators import indicator_names, indicator_spec
 from pipeline.labels import SOURCES, resolve_params
+from pipeline.training_keys import OPTIMISATION_KEYS, OUTPUT_FORMATS, read_optimisation
 
 INLINE = "<inline>"
 
@@ -41,7 +42,6 @@ _TOP_KEYS = (
 _SOURCES = ("open", "high", "low", "close", "volume")
 _ACTIVATIONS = ("relu", "tanh", "sigmoid", "leaky_relu")
 _NORMALIZATIONS = ("minmax", "zscore", "none")
-_LOSSES = ("cross_entropy", "focal")
 _TIMEFRAME_RE = re.compile(r"^[1-9][0-9]{0,5}(m|h|d|w)$")
 # Symbols become file names ({SYMBOL}_{TF}.csv): no path separators, no leading dot.
 _SYMBOL_RE = re.compile(r"^[A-Za-z0-9_^=][A-Za-z0-9_.^=-]{0,31}$")
@@ -70,6 +70,7 @@ class Strategy:
     warnings: list[str] = field(default_factory=list)
     # Checked context_data entries; an indicator reading one has a ``data_source`` key.
     context_data: list[ContextEntry] = field(default_factory=list)
+    decisions: dict = field(default_factory=dict)  # output_format, cost_model (regression)
 
 
 def is_v3_strategy(mapping: Mapping) -> bool:
@@ -318,14 +319,14 @@ def _validate(raw: dict, label: str, check: _Check) -> Strategy:
     else:
         check.error("(file)", _not_v3_reason(raw))
     model = _model(raw, check)
-    _decisions(raw, check)
-    training = _training(raw, check)
+    decisions = _decisions(raw, check)
+    training = _training(raw, decisions["output_format"], check)
     _num_classes(raw, training, check)
     return Strategy(
         name=name, source=label, raw=raw, symbols=symbols, timeframes=timeframes,
         base_timeframe=base, history_required=history, start_date=start, end_date=end,
         indicators=indicators, fuzzy_sets=fuzzy_sets, nn_inputs=nn_inputs, model=model,
-        training=training, warnings=check.warnings, context_data=context,
+        training=training, warnings=check.warnings, context_data=context, decisions=decisions,
     )  # fmt: skip
 
 
@@ -812,31 +813,45 @@ def _model(raw: Mapping, check: _Check) -> dict:
     }
 
 
-def _decisions(raw: Mapping, check: _Check) -> None:
+def _decisions(raw: Mapping, check: _Check) -> dict:
+    """``output_format`` (classification or regression) and, for regression, the cost model
+    KTRDR requires (its signal threshold: round_trip_cost x min_edge_multiplier)."""
     section = check.section(raw, "decisions", "decisions")
-    check.choice(
-        section, "output_format", "decisions.output_format", "classification", ("classification",)
-    )
-    check.unused(section, ("output_format", "num_classes"), "decisions.")
+    output_format = check.choice(section, "output_format", "decisions.output_format",
+                                 "classification", OUTPUT_FORMATS)
+    known = ("output_format", "num_classes") + (
+        ("cost_model",) if output_format == "regression" else ())
+    check.unused(section, known, "decisions.")
+    out: dict[str, Any] = {"output_format": output_format}
+    if output_format == "regression":
+        out["cost_model"] = _cost_model(section, check)
+    return out
 
 
-def _training(raw: Mapping, check: _Check) -> dict:
+def _cost_model(decisions: Mapping, check: _Check) -> dict:
+    """KTRDR's regression rule: both numbers present and > 0 (no defaults at load time)."""
+    path = "decisions.cost_model"
+    if not isinstance(decisions.get("cost_model"), Mapping):
+        check.error(path, f"{_show(decisions.get('cost_model'))} is not allowed; required for "
+                    "a regression model: {round_trip_cost: 0.003, min_edge_multiplier: 1.5} "
+                    "(its signal threshold is their product)")
+        return {}
+    cost = decisions["cost_model"]
+    out = {}
+    for key in ("round_trip_cost", "min_edge_multiplier"):
+        if key not in cost:
+            check.error(f"{path}.{key}", "missing; required for a regression model: "
+                        "a number > 0")
+            continue
+        out[key] = check.number(cost, key, f"{path}.{key}", 0.0, "> 0", lambda x: x > 0)
+    return out
+
+
+def _training(raw: Mapping, output_format: str, check: _Check) -> dict:
+    """The training keys (pipeline.training_keys has their defaults and checks), the labels,
+    the split and the seed."""
     section = check.section(raw, "training", "training")
-    check.unused(
-        section,
-        (
-            "epochs",
-            "batch_size",
-            "learning_rate",
-            "loss",
-            "focal_gamma",
-            "labels",
-            "data_split",
-            "early_stopping",
-            "seed",
-        ),
-        "training.",
-    )
+    check.unused(section, (*OPTIMISATION_KEYS, "labels", "data_split", "seed"), "training.")
     seed = section.get("seed")
     if seed is not None and not (_is_int(seed) and 0 <= seed < 2**32):
         check.error(
@@ -845,40 +860,35 @@ def _training(raw: Mapping, check: _Check) -> dict:
         )
         seed = None
     return {
-        "epochs": check.integer(section, "epochs", "training.epochs", 100, 1),
-        "batch_size": check.integer(section, "batch_size", "training.batch_size", 32, 1),
-        "learning_rate": check.number(
-            section, "learning_rate", "training.learning_rate", 0.001, "> 0", lambda x: x > 0
-        ),
-        "loss": check.choice(section, "loss", "training.loss", "cross_entropy", _LOSSES),
-        "focal_gamma": check.number(
-            section, "focal_gamma", "training.focal_gamma", 2.0, ">= 0", lambda x: x >= 0
-        ),
-        "labels": _labels(section, check),
+        **read_optimisation(section, output_format, check),
+        "output_format": output_format,
+        "labels": _labels(section, output_format, check),
         "data_split": _data_split(section, check),
-        "early_stopping": _early_stopping(section, check),
         "seed": seed,
     }
 
 
-# Label sources a strategy may train on today: classification ones (forward_return is a
-# regression target; its labels exist in pipeline.labels, its training does not yet).
-TRAINABLE_SOURCES = ("zigzag", "triple_barrier", "regime", "context")
-
-
-def _labels(section: Mapping, check: _Check) -> dict:
+def _labels(section: Mapping, output_format: str, check: _Check) -> dict:
     """``training.labels``: the source's own parameters (pipeline.labels), KTRDR's aliases
-    read with a warning; every bad key reported with its path."""
+    read with a warning; every bad key reported with its path. The source must fit
+    ``decisions.output_format``: KTRDR trains forward_return as a 3-class model and zigzag as
+    a regression when told to (its defect 15); both are errors here."""
     labels = check.section(section, "labels", "training.labels")
     source = labels.get("source", "zigzag")
-    if source not in TRAINABLE_SOURCES:
-        why = (" (a regression target; training regression models is not supported yet)"
-               if source == "forward_return" else "")
+    if source not in SOURCES:
         check.error("training.labels.source",
-                    f"{_show(source)} is not supported{why}; allowed: "
-                    + ", ".join(TRAINABLE_SOURCES))
+                    f"{_show(source)} is not allowed; allowed: " + ", ".join(SOURCES))
         source = "zigzag"
         labels = {}
+    wants = "regression" if SOURCES[source].output_type == "regression" else "classification"
+    if wants != output_format:
+        fitting = ", ".join(n for n, s in SOURCES.items()
+                            if (s.output_type == "regression") == (output_format == "regression"))
+        fix = ("set decisions.output_format: regression (with decisions.cost_model)"
+               if wants == "regression" else "remove decisions.output_format: regression")
+        check.error("training.labels.source",
+                    f"{source!r} gives {wants} targets but decisions.output_format is "
+                    f"{output_format}; {fix}, or use a {output_format} source: {fitting}")
     resolved = resolve_params(SOURCES[source], labels, "training.labels.")
     check.errors.extend(resolved.errors)
     check.warnings.extend(resolved.warnings)
@@ -917,27 +927,3 @@ def _data_split(section: Mapping, check: _Check) -> dict:
             f"train + validation + test = {shown} = {total:g}; they must add up to 1",
         )
     return parts
-
-
-def _early_stopping(section: Mapping, check: _Check) -> dict | None:
-    """Off unless configured; ``enabled: false`` (a KTRDR spelling) also turns it off."""
-    value = section.get("early_stopping")
-    if value is None or value is False:
-        return None
-    if value is True:
-        value = {}
-    if not isinstance(value, Mapping):
-        check.error(
-            "training.early_stopping",
-            f"{_show(value)} is not allowed; {{patience: 10, min_delta: 0.0}} or nothing",
-        )
-        return None
-    check.unused(value, ("patience", "min_delta", "enabled"), "training.early_stopping.")
-    if value.get("enabled", True) is False:
-        return None
-    return {
-        "patience": check.integer(value, "patience", "training.early_stopping.patience", 10, 1),
-        "min_delta": check.number(
-            value, "min_delta", "training.early_stopping.min_delta", 0.0, ">= 0", lambda x: x >= 0
-        ),
-    }

@@ -1,4 +1,4 @@
-"""Train the MLP: a plain loop over in-memory tensors, one callback, one stop token.
+"""Train the model: a plain loop over in-memory tensors, one callback, one stop token.
 
 The loop reads in order (shuffle, batches, validation, bookkeeping) and knows nothing about
 files or the spool: progress leaves through ``on_event``, checkpoints through ``on_checkpoint``,
@@ -9,7 +9,12 @@ model itself.
 Reproducibility: call :func:`seed_everything` before ``build_mlp`` (weight init uses torch's
 global RNG), keep the data, device and thread count, and a CPU run gives the same weights to the
 bit. Shuffling uses its own generator seeded by ``config.seed``; dropout uses the global RNG.
-Both states travel in every checkpoint, so a resumed run continues exactly where it stopped.
+Both states travel in every checkpoint, so a resumed run continues exactly where it stopped;
+so do the optimizer's and the learning-rate scheduler's states.
+
+What the loss, the per-epoch hit rate and the targets' dtype are comes from the output head
+(:mod:`pipeline.heads`); the optimizer, scheduler and clipping from the config
+(:mod:`pipeline.optimization`, :mod:`pipeline.training_keys`).
 """
 
 from __future__ import annotations
@@ -24,14 +29,20 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pipeline.checkpoint import Packer, unpack
 from pipeline.errors import Cancelled, HandedBack, PipelineError
 from pipeline.events import OnEvent
+from pipeline.heads import Head, get_head
+from pipeline.losses import class_weights, focal_loss
 from pipeline.model import NUM_CLASSES
+from pipeline.optimization import Scheduler, build_optimizer, build_scheduler, step_scheduler
 from pipeline.stop import StopSource
+from pipeline.training_keys import TrainingConfig
+
+__all__ = ["CHECKPOINT_VERSION", "TrainResult", "TrainingConfig", "class_weights", "focal_loss",
+           "seed_everything", "train_model"]
 
 CHECKPOINT_VERSION = 3  # 3: packed (pipeline.checkpoint) with the values left for to_bytes
 
@@ -41,51 +52,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-@dataclass
-class TrainingConfig:
-    """The strategy's ``training`` section, as the trainer needs it."""
-
-    epochs: int
-    batch_size: int
-    learning_rate: float
-    loss: str = "cross_entropy"
-    focal_gamma: float = 2.0
-    early_stopping: dict | None = None  # {"patience": int, "min_delta": float}
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.epochs < 1:
-            raise PipelineError(f"training.epochs must be at least 1, got {self.epochs}")
-        if self.batch_size < 1:
-            raise PipelineError(f"training.batch_size must be at least 1, got {self.batch_size}")
-        if not self.learning_rate > 0:
-            raise PipelineError(f"training.learning_rate must be > 0, got {self.learning_rate}")
-        if self.loss not in ("cross_entropy", "focal"):
-            raise PipelineError(
-                f"training.loss: {self.loss!r} is not supported; allowed: cross_entropy, focal"
-            )
-
-    @classmethod
-    def from_strategy(cls, training: Mapping[str, Any]) -> TrainingConfig:
-        """Read the strategy's ``training`` mapping, applying the spec's defaults."""
-        stopping = training.get("early_stopping")
-        if stopping is not None:
-            stopping = {
-                "patience": int(stopping.get("patience", 10)),
-                "min_delta": float(stopping.get("min_delta", 0.0)),
-            }
-        seed = training.get("seed")
-        return cls(
-            epochs=int(training.get("epochs", 100)),
-            batch_size=int(training.get("batch_size", 32)),
-            learning_rate=float(training.get("learning_rate", 0.001)),
-            loss=str(training.get("loss", "cross_entropy")),
-            focal_gamma=float(training.get("focal_gamma", 2.0)),
-            early_stopping=stopping,
-            seed=0 if seed is None else int(seed),
-        )
 
 
 @dataclass
@@ -102,31 +68,6 @@ class TrainResult:
     stopped_early: bool = False
     duration: float = 0.0
     samples_per_second: float = 0.0
-
-
-def class_weights(y: Tensor, num_classes: int = NUM_CLASSES) -> Tensor:
-    """Inverse-frequency weights ``w_c = (1/n_c) / sum(1/n) * C``; a class absent from ``y``
-    gets 0 (it cannot be predicted wrongly in training, and 1/0 must not poison the sum)."""
-    counts = torch.bincount(y.detach().long().cpu(), minlength=num_classes)[:num_classes].double()
-    inverse = torch.where(counts > 0, 1.0 / counts.clamp(min=1), torch.zeros_like(counts))
-    total = inverse.sum()
-    if total == 0:
-        return torch.zeros(num_classes, dtype=torch.float32)
-    return (inverse / total * num_classes).float()
-
-
-def focal_loss(logits: Tensor, target: Tensor, alpha: Tensor, gamma: float) -> Tensor:
-    """Mean of ``alpha_y * (1 - p_y)^gamma * -log p_y``: easy examples count less."""
-    ce = F.cross_entropy(logits, target, reduction="none")
-    p_true = torch.exp(-ce)
-    return (alpha[target] * (1.0 - p_true).pow(gamma) * ce).mean()
-
-
-def _criterion(config: TrainingConfig, weights: Tensor) -> Callable[[Tensor, Tensor], Tensor]:
-    if config.loss == "focal":
-        gamma = config.focal_gamma
-        return lambda logits, target: focal_loss(logits, target, weights, gamma)
-    return nn.CrossEntropyLoss(weight=weights)
 
 
 def _device_rng_state(device: torch.device) -> Tensor | None:
@@ -199,9 +140,10 @@ def train_model(
     device = torch.device(device)
     model.to(device)
     X_train = torch.as_tensor(X_train, dtype=torch.float32).to(device)
-    y_train = torch.as_tensor(y_train).long().to(device)
+    head = get_head(config.output_format)
+    y_train = head.target(torch.as_tensor(y_train)).to(device)
     X_val = torch.as_tensor(X_val, dtype=torch.float32).to(device)
-    y_val = torch.as_tensor(y_val).long().to(device)
+    y_val = head.target(torch.as_tensor(y_val)).to(device)
     n_train = len(X_train)
     if n_train == 0:
         raise PipelineError("the training split is empty: there is nothing to train on")
@@ -213,8 +155,10 @@ def train_model(
             raise PipelineError("sample weights must be one finite non-negative number per "
                                 "training row, not all zero")
 
-    criterion = _criterion(config, class_weights(y_train, num_classes).to(device))
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate, weight_decay=1e-4)
+    criterion = head.criterion(config, y_train, num_classes)
+    optimizer = build_optimizer(config, model.parameters())
+    scheduler = build_scheduler(config, optimizer)
+    clip = config.gradient_clip
     generator = torch.Generator().manual_seed(config.seed)  # CPU: same shuffle on any device
     batch_size = config.batch_size
     batches = math.ceil(n_train / batch_size)
@@ -222,7 +166,7 @@ def train_model(
 
     p = _Progress()
     if resume is not None:
-        p = _restore(resume, model, optimizer, generator, device)
+        p = _restore(resume, model, optimizer, generator, device, scheduler)
 
     history_json: list[str] = []  # each epoch's record encoded once, not once per checkpoint
     packer = Packer()  # keeps the flat views of the tensors below from one epoch to the next
@@ -247,6 +191,7 @@ def train_model(
             # runs every epoch, on the training thread.
             "state": packer.pack(tensors, {
                 "optimizer": optimizer_state,
+                "scheduler": None if scheduler is None else scheduler.state_dict(),
                 "best": p.best_model is not None,
                 "device_type": device.type,
                 "loss_sum": p.loss_sum,
@@ -290,10 +235,11 @@ def train_model(
             logits = model(xb)
             loss = criterion(logits, yb)
             loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            if clip is not None:
+                nn.utils.clip_grad_norm_(model.parameters(), clip)
             optimizer.step()
             loss_sum.add_(loss.detach(), alpha=len(yb))
-            correct.add_((logits.argmax(1) == yb).sum())
+            correct.add_(head.hits(logits, yb))
             p.seen += len(yb)
             p.samples_seen += len(yb)
             if on_event is not None:
@@ -311,7 +257,7 @@ def train_model(
                     )
         p.batch, p.loss_sum, p.correct = batches, loss_sum.item(), int(correct.item())
 
-        val_loss, val_accuracy = _validate(model, X_val, y_val, criterion)
+        val_loss, val_hits, val_extra = _validate(model, X_val, y_val, criterion, head)
         train_loss = p.loss_sum / max(p.seen, 1)
         if len(X_val) == 0:  # nothing to validate on: judge epochs by the training loss
             val_loss = train_loss
@@ -333,13 +279,15 @@ def train_model(
         record = {
             "epoch": p.epoch + 1,
             "train_loss": train_loss,
-            "train_accuracy": p.correct / max(p.seen, 1),
+            f"train_{head.hit}": p.correct / max(p.seen, 1),
             "val_loss": val_loss,
-            "val_accuracy": val_accuracy,
-            "learning_rate": optimizer.param_groups[0]["lr"],
+            f"val_{head.hit}": val_hits,
+            **val_extra,
+            "learning_rate": optimizer.param_groups[0]["lr"],  # the rate this epoch used
             "duration": time.monotonic() - epoch_started,
         }
         p.history.append(record)
+        step_scheduler(scheduler, val_loss)
         if on_event is not None:
             last_event = time.monotonic()
             on_event(
@@ -373,20 +321,21 @@ def train_model(
 
 @torch.no_grad()
 def _validate(
-    model: nn.Module, X: Tensor, y: Tensor, criterion: Callable[[Tensor, Tensor], Tensor]
-) -> tuple[float, float]:
-    """One forward pass in eval mode (no dropout, so no RNG is consumed): (loss, accuracy).
-
-    The loss is the training criterion, so early stopping watches what training minimises.
-    """
+    model: nn.Module, X: Tensor, y: Tensor, criterion: Callable[[Tensor, Tensor], Tensor],
+    head: Head,
+) -> tuple[float, float, dict[str, float]]:
+    """One forward pass in eval mode (no dropout, so no RNG is consumed): (loss, hit rate, the
+    head's other metrics). The loss is the training criterion, so early stopping and the
+    best epoch follow what training minimises."""
     if len(X) == 0:
-        return math.nan, math.nan
+        return math.nan, math.nan, {}
     model.eval()
     logits = model(X)
     loss = float(criterion(logits, y).item())
-    accuracy = float((logits.argmax(1) == y).float().mean().item())
+    hits = float(head.hits(logits, y).item()) / len(y)
+    extra = head.val_extra(logits, y)
     model.train()
-    return loss, accuracy
+    return loss, hits, extra
 
 
 def _restore(
@@ -395,8 +344,9 @@ def _restore(
     optimizer: torch.optim.Optimizer,
     generator: torch.Generator,
     device: torch.device,
+    scheduler: Scheduler | None = None,
 ) -> _Progress:
-    """Put model, optimizer and every RNG back as the checkpoint left them."""
+    """Put model, optimizer, scheduler and every RNG back as the checkpoint left them."""
     if state.get("version") != CHECKPOINT_VERSION:
         raise PipelineError(
             f"checkpoint version {state.get('version')!r} is not supported "
@@ -406,6 +356,8 @@ def _restore(
     model_state, optimizer_state, best = _split_tensors(tensors, values)
     model.load_state_dict(model_state)
     optimizer.load_state_dict(optimizer_state)
+    if scheduler is not None and values.get("scheduler") is not None:
+        scheduler.load_state_dict(values["scheduler"])
     generator.set_state(tensors["generator"])
     torch.set_rng_state(tensors["torch_rng"])
     if values["device_type"] == device.type:  # another kind of device has another RNG

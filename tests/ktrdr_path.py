@@ -236,7 +236,27 @@ def bundle_load(folder: Path) -> Loaded:
         if set_id is None and fid not in params:
             out.trace.append(f"no normalization_params for {fid}: raw values fed unscaled")
     out.files["feature_names"] = list(meta.get("resolved_features", []))
+    # The backtester keeps config.json's decisions: they choose the decision function's rule.
+    out.files["decisions"] = dict(config.get("decisions") or {"output_format": "classification"})
     return out
+
+
+def decide(bundle: Loaded, X: Any) -> list[str]:
+    """``DecisionFunction._predict`` per row of a regression bundle (``decisions.output_format:
+    regression``): output [0, 0] is the predicted return; BUY above, SELL below minus
+    ``round_trip_cost x min_edge_multiplier`` (0.003 and 1.5 when absent), else HOLD."""
+    decisions = bundle.files["decisions"]
+    if decisions.get("output_format", "classification") != "regression":
+        raise ValueError("only the regression rule is walked here")
+    cost = decisions.get("cost_model", {})
+    threshold = cost.get("round_trip_cost", 0.003) * cost.get("min_edge_multiplier", 1.5)
+    signals = []
+    for row in X:
+        with torch.no_grad():
+            outputs = bundle.model(torch.as_tensor(row, dtype=torch.float32).unsqueeze(0))
+        value = float(outputs[0, 0])
+        signals.append("BUY" if value > threshold else "SELL" if value < -threshold else "HOLD")
+    return signals
 
 
 def list_models(root: Path) -> list[dict]:

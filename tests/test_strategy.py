@@ -59,6 +59,16 @@ def put(data: dict, path: str, value: Any) -> dict:
     return data
 
 
+COST = {"round_trip_cost": 0.003, "min_edge_multiplier": 1.5}
+
+
+def regression(data: dict) -> dict:
+    """``data`` as a KTRDR regression strategy: forward_return labels, huber, a cost model."""
+    put(data, "decisions", {"output_format": "regression", "cost_model": dict(COST)})
+    put(data, "training.labels", {"source": "forward_return", "horizon": 20})
+    return put(data, "training.loss", "huber")
+
+
 def drop(data: dict, path: str) -> dict:
     *parents, last = path.split(".")
     node: Any = data
@@ -113,6 +123,9 @@ def test_base_loads_with_defaults_filled() -> None:
         "labels": {"source": "zigzag", "zigzag_threshold": 0.02, "label_lookahead": 10},
         "data_split": {"train": 0.7, "validation": 0.15, "test": 0.15},
         "early_stopping": None, "seed": None,
+        # the keys KTRDR ignores and we apply, with KTRDR's defaults for a classifier
+        "huber_delta": 0.01, "optimizer": "adam", "weight_decay": 1e-4, "momentum": 0.9,
+        "gradient_clip": 1.0, "lr_scheduler": None, "output_format": "classification",
     }  # fmt: skip
     assert s.warnings == []
 
@@ -447,8 +460,27 @@ RULES: list[tuple[str, Callable[[dict], dict], list[str]]] = [
     ("activation", lambda d: put(d, "model.architecture.activation", "gelu"),
      ["model.architecture.activation:", "relu, tanh, sigmoid, leaky_relu"]),
     ("model not mapping", lambda d: put(d, "model", "mlp"), ["model:", "mapping"]),
-    ("output format", lambda d: put(d, "decisions.output_format", "regression"),
-     ["decisions.output_format:", "'regression'", "classification"]),
+    ("output format", lambda d: put(d, "decisions.output_format", "ranking"),
+     ["decisions.output_format:", "'ranking'", "classification, regression"]),
+    ("regression from zigzag", lambda d: put(put(d, "decisions.output_format", "regression"),
+                                             "decisions.cost_model", COST),
+     ["training.labels.source:", "'zigzag' gives classification targets",
+      "decisions.output_format is regression", "use a regression source: forward_return"]),
+    ("regression without cost model", lambda d: put(put(d, "decisions.output_format",
+                                                        "regression"), "training.labels",
+                                                    {"source": "forward_return"}),
+     ["decisions.cost_model:", "required for a regression model", "round_trip_cost"]),
+    ("cost model number", lambda d: put(regression(d), "decisions.cost_model.round_trip_cost", 0),
+     ["decisions.cost_model.round_trip_cost:", "0 is not allowed", "> 0"]),
+    ("cost model key", lambda d: put(regression(d), "decisions.cost_model",
+                                     {"round_trip_cost": 0.003}),
+     ["decisions.cost_model.min_edge_multiplier:", "missing"]),
+    ("regression loss", lambda d: put(regression(d), "training.loss", "focal"),
+     ["training.loss:", "'focal'", "a classification loss", "allowed: huber, mse"]),
+    ("huber delta", lambda d: put(regression(d), "training.huber_delta", 0),
+     ["training.huber_delta:", "> 0"]),
+    ("horizon", lambda d: put(regression(d), "training.labels.horizon", 0),
+     ["training.labels.horizon:", ">= 1"]),
     ("num classes", lambda d: put(d, "decisions.num_classes", 2),
      ["decisions.num_classes:", "3 (BUY, HOLD, SELL)"]),
     ("epochs", lambda d: put(d, "training.epochs", 0), ["training.epochs:", ">= 1"]),
@@ -457,12 +489,36 @@ RULES: list[tuple[str, Callable[[dict], dict], list[str]]] = [
     ("learning rate", lambda d: put(d, "training.learning_rate", 0),
      ["training.learning_rate:", "> 0"]),
     ("loss", lambda d: put(d, "training.loss", "mse"),
-     ["training.loss:", "'mse'", "cross_entropy, focal"]),
+     ["training.loss:", "'mse'", "a regression loss", "cross_entropy, focal"]),
+    ("optimizer", lambda d: put(d, "training.optimizer", "adagrad"),
+     ["training.optimizer:", "'adagrad'", "adam, adamw, sgd, rmsprop"]),
+    ("weight decay", lambda d: put(d, "training.weight_decay", -0.1),
+     ["training.weight_decay:", ">= 0"]),
+    ("momentum", lambda d: put(d, "training.momentum", 1.5),
+     ["training.momentum:", "0 <= momentum < 1"]),
+    ("gradient clip", lambda d: put(d, "training.gradient_clip", -1),
+     ["training.gradient_clip:", "0 or false for no clipping"]),
+    ("gradient clip text", lambda d: put(d, "training.gradient_clip", "1.0"),
+     ["training.gradient_clip:", "'1.0'", "a number > 0"]),
+    ("lr scheduler", lambda d: put(d, "training.lr_scheduler", "cosine"),
+     ["training.lr_scheduler:", "'cosine'", "true, false, or"]),
+    ("lr scheduler type", lambda d: put(d, "training.lr_scheduler", {"type": "cosine"}),
+     ["training.lr_scheduler.type:", "'cosine'", "step, exponential, reduce_on_plateau"]),
+    ("lr scheduler step size", lambda d: put(d, "training.lr_scheduler",
+                                             {"type": "step", "step_size": 0}),
+     ["training.lr_scheduler.step_size:", "whole number >= 1"]),
+    ("lr scheduler factor", lambda d: put(d, "training.lr_scheduler",
+                                          {"type": "reduce_on_plateau", "factor": 1.5}),
+     ["training.lr_scheduler.factor:", "0 < factor < 1"]),
+    ("lr scheduler gamma", lambda d: put(d, "training.lr_scheduler",
+                                         {"type": "exponential", "gamma": -1}),
+     ["training.lr_scheduler.gamma:", "> 0"]),
     ("focal gamma", lambda d: put(d, "training.focal_gamma", -1),
      ["training.focal_gamma:", ">= 0"]),
     ("label source", lambda d: put(d, "training.labels.source", "forward_return"),
-     ["training.labels.source:", "'forward_return'", "regression",
-      "allowed: zigzag, triple_barrier, regime, context"]),
+     ["training.labels.source:", "'forward_return' gives regression targets",
+      "decisions.output_format is classification",
+      "use a classification source: zigzag, triple_barrier, regime, context"]),
     ("label source typo", lambda d: put(d, "training.labels.source", "triple-barrier"),
      ["training.labels.source:", "'triple-barrier'", "allowed: zigzag, triple_barrier"]),
     ("holding period",
@@ -584,13 +640,13 @@ def test_unknown_indicator_params_warn_and_fail_in_strict_mode() -> None:
 
 
 def test_unknown_keys_inside_sections_warn() -> None:
-    data = put(base(), "training.gradient_clip", 1.0)
+    data = put(base(), "training.fitness_metrics", ["sharpe"])
     put(data, "model.architecture.output_activation", "softmax")
     put(data, "training_data.symbols.group", "forex")
     put(data, "nn_inputs.0.normalization", "minmax")
     warnings = load_strategy(data).warnings
     for key in (
-        "training.gradient_clip",
+        "training.fitness_metrics",
         "model.architecture.output_activation",
         "training_data.symbols.group",
         "nn_inputs[0].normalization",
@@ -670,3 +726,55 @@ def test_base_dir_resolves_names_and_refuses_escapes(tmp_path: Path) -> None:
     (root / "link.yaml").symlink_to(tmp_path / "outside.yaml")
     with pytest.raises(StrategyError, match="outside the strategies folder"):
         load_strategy("link.yaml", base_dir=root)
+
+
+# -- regression and the training keys KTRDR ignores ----------------------------------------
+
+
+def test_regression_strategy_loads_with_its_defaults() -> None:
+    s = load_strategy(regression(base()))
+    assert s.decisions == {"output_format": "regression", "cost_model": COST}
+    assert s.training["labels"] == {"source": "forward_return", "horizon": 20}
+    assert (s.training["output_format"], s.training["loss"], s.training["huber_delta"],
+            s.training["weight_decay"]) == ("regression", "huber", 0.01, 0.0)
+    assert not any("cost_model" in w for w in s.warnings)  # read for regression
+
+
+def test_training_keys_ktrdr_ignores_are_read() -> None:
+    data = put(base(), "training.lr_scheduler", True)
+    put(data, "training.gradient_clip", False)
+    put(data, "training.optimizer", "SGD")
+    s = load_strategy(data)
+    assert s.training["lr_scheduler"] == {"type": "reduce_on_plateau", "factor": 0.5,
+                                          "patience": 5}
+    assert s.training["gradient_clip"] is None
+    assert s.training["optimizer"] == "sgd"
+    put(data, "training.lr_scheduler", {"type": "step", "step_size": 50, "gamma": 0.5})
+    put(data, "training.gradient_clip", 0)
+    s = load_strategy(data)
+    assert s.training["lr_scheduler"] == {"type": "step", "step_size": 50, "gamma": 0.5}
+    assert s.training["gradient_clip"] is None
+    put(data, "training.lr_scheduler", {"type": "exponential"})  # KTRDR's default gamma
+    put(data, "training.gradient_clip", 0.5)
+    s = load_strategy(data)
+    assert s.training["lr_scheduler"] == {"type": "exponential", "gamma": 0.95}
+    assert s.training["gradient_clip"] == 0.5
+    put(data, "training.lr_scheduler", {"patience": 3})  # KTRDR's default type: step
+    with pytest.raises(StrategyError) as caught:
+        load_strategy(put(data, "training.lr_scheduler.step_size", 0))
+    assert caught.value.errors == ["training.lr_scheduler.step_size: 0 is not allowed; "
+                                   "a whole number >= 1"]
+    s = load_strategy(put(data, "training.lr_scheduler", {"patience": 3}))
+    assert s.training["lr_scheduler"] == {"type": "step", "step_size": 30, "gamma": 0.1}
+    assert "training.lr_scheduler.patience: ignored (not used by this trainer)" in s.warnings
+
+
+def test_a_bad_regression_file_gets_every_error_at_once() -> None:
+    data = regression(base())
+    put(data, "decisions.cost_model", None)
+    put(data, "training.loss", "focal")
+    put(data, "training.lr_scheduler", {"type": "plateau"})
+    with pytest.raises(StrategyError) as caught:
+        load_strategy(data)
+    paths = [e.split(":")[0] for e in caught.value.errors]
+    assert paths == ["decisions.cost_model", "training.loss", "training.lr_scheduler.type"]
