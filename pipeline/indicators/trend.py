@@ -1,0 +1,175 @@
+"""Trend indicators: ADX, Parabolic SAR, Ichimoku, SuperTrend, ZigZag.
+
+SAR, SuperTrend and ZigZag are recursions whose next state depends on a comparison with the
+previous one; they run one Python loop per bar over plain lists (the fastest pure-Python form),
+everything around them is whole-array numpy.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from pipeline.indicators.arrays import (
+    column,
+    divide,
+    ewm,
+    hlc,
+    midpoint,
+    out,
+    rolling_mean,
+    shift,
+    true_range,
+)
+from pipeline.indicators.spec import Outputs, kt_spec, number, source, whole
+
+
+def adx(bars: pd.DataFrame, period: int) -> Outputs:
+    """ADX with Wilder smoothing as ``ewm(alpha=1/period, adjust=False)`` from bar 0 (KTRDR).
+
+    TA-Lib seeds its Wilder sums differently; the two converge geometrically (see tests).
+    """
+    high, low, close = hlc(bars)
+    up = np.diff(high, prepend=np.nan)
+    down = -np.diff(low, prepend=np.nan)
+    plus_dm = np.where((up > down) & (up > 0), up, 0.0)
+    minus_dm = np.where((down > up) & (down > 0), down, 0.0)
+    alpha = 1.0 / period
+    tr = ewm(true_range(high, low, close), alpha=alpha)
+    plus_di = np.where(tr == 0, 0.0, divide(ewm(plus_dm, alpha=alpha), tr) * 100.0)
+    minus_di = np.where(tr == 0, 0.0, divide(ewm(minus_dm, alpha=alpha), tr) * 100.0)
+    di_sum = plus_di + minus_di
+    dx = np.where(di_sum == 0, 0.0, divide(np.abs(plus_di - minus_di), di_sum) * 100.0)
+    return out(adx=ewm(dx, alpha=alpha), plus_di=plus_di, minus_di=minus_di)
+
+
+def parabolic_sar(bars: pd.DataFrame, initial_af: float, step_af: float,
+                  max_af: float) -> Outputs:
+    """Wilder's SAR as KTRDR runs it: trend from the first two closes, NaN on bar 0."""
+    high, low, close = (a.tolist() for a in hlc(bars))
+    n = len(close)
+    sar = [float("nan")] * n
+    if n >= 2:
+        up = close[1] > close[0]
+        ep, sar[1] = (high[1], low[0]) if up else (low[1], high[0])
+        af = initial_af
+        for i in range(2, n):
+            value = sar[i - 1] + af * (ep - sar[i - 1])
+            if up:
+                if low[i] <= value:  # reversal: the extreme point becomes the SAR
+                    up, value, af, ep = False, ep, initial_af, low[i]
+                else:
+                    value = min(value, low[i - 1], low[i - 2])
+                    if high[i] > ep:
+                        ep, af = high[i], min(af + step_af, max_af)
+            elif high[i] >= value:
+                up, value, af, ep = True, ep, initial_af, high[i]
+            else:
+                value = max(value, high[i - 1], high[i - 2])
+                if low[i] < ep:
+                    ep, af = low[i], min(af + step_af, max_af)
+            sar[i] = value
+    return out(value=np.array(sar, dtype=np.float64))
+
+
+def ichimoku(bars: pd.DataFrame, tenkan_period: int, kijun_period: int, senkou_b_period: int,
+             displacement: int) -> Outputs:
+    """Ichimoku with the senkou spans shifted ``displacement`` bars forward.
+
+    KTRDR ignores ``displacement`` (no shift at all). A span plotted ahead is, read at bar t,
+    the value computed at bar t - displacement: only closed bars. Chikou stays the current close:
+    plotting it back would put a later close on an earlier bar, which a feature must never see.
+    """
+    high, low, close = hlc(bars)
+    tenkan = midpoint(high, low, tenkan_period)
+    kijun = midpoint(high, low, kijun_period)
+    senkou_a = shift((tenkan + kijun) / 2, displacement)
+    senkou_b = shift(midpoint(high, low, senkou_b_period), displacement)
+    return out(tenkan=tenkan, kijun=kijun, senkou_a=senkou_a, senkou_b=senkou_b,
+               chikou=close.copy())
+
+
+def _supertrend_recursion(upper: list[float], lower: list[float], close: list[float],
+                          start: int) -> tuple[np.ndarray, np.ndarray]:
+    """Final bands and direction from bar ``start`` (the first bar with an ATR) on.
+
+    KTRDR seeds the final bands at bar 0, where the ATR is still NaN; every later comparison
+    with NaN is false, so its bands never leave NaN. Seeding at ``start`` is the fix.
+    """
+    n = len(close)
+    trend, direction = np.full(n, np.nan), np.full(n, np.nan)
+    if start >= n:
+        return trend, direction
+    final_up, final_low = upper[start], lower[start]
+    up = not close[start] <= final_low
+    trends, directions = [final_low if up else final_up], [1.0 if up else -1.0]
+    for i in range(start + 1, n):
+        prev_close = close[i - 1]
+        if upper[i] < final_up or prev_close > final_up:
+            final_up = upper[i]
+        if lower[i] > final_low or prev_close < final_low:
+            final_low = lower[i]
+        up = not close[i] <= final_low if up else close[i] >= final_up
+        trends.append(final_low if up else final_up)
+        directions.append(1.0 if up else -1.0)
+    trend[start:], direction[start:] = trends, directions
+    return trend, direction
+
+
+def supertrend(bars: pd.DataFrame, period: int, multiplier: float) -> Outputs:
+    """SuperTrend: ATR bands around the median price that only tighten within a trend."""
+    high, low, close = hlc(bars)
+    atr = rolling_mean(true_range(high, low, close), period)
+    median = (high + low) / 2
+    band = multiplier * atr
+    valid = np.flatnonzero(~np.isnan(atr))
+    start = int(valid[0]) if valid.size else len(close)
+    trend, direction = _supertrend_recursion(
+        (median + band).tolist(), (median - band).tolist(), close.tolist(), start)
+    return out(trend=trend, direction=direction)
+
+
+def zigzag(bars: pd.DataFrame, threshold: float, source: str) -> Outputs:
+    """Price at the current zigzag pivots, NaN elsewhere (KTRDR's indicator form).
+
+    It moves a pivot forward while the swing extends, so a bar's value depends on later bars:
+    a label source, not a feature (used as one it leaves NaN after the warm-up, an error).
+    """
+    prices = column(bars, source).tolist()
+    result = np.full(len(prices), np.nan)
+    if not prices:
+        return out(value=result)
+    result[0] = last_price = prices[0]
+    last_idx, direction = 0, 0
+    for i in range(1, len(prices)):
+        price = prices[i]
+        change = (price - last_price) / last_price
+        if direction == 0 and abs(change) >= threshold:
+            direction = 1 if change > 0 else -1
+        elif direction != 0 and (price - last_price) * direction > 0:
+            result[last_idx] = np.nan  # the swing extends: its pivot moves here
+        elif direction != 0 and change * direction <= -threshold:
+            direction = -direction
+        else:
+            continue
+        result[i], last_idx, last_price = price, i, price
+    return out(value=result)
+
+
+SPECS = (
+    kt_spec("ADXIndicator", (), {"period": whole(14, 2, 200)},
+            ("adx", "plus_di", "minus_di"), adx),
+    kt_spec("ParabolicSARIndicator", (),
+            {"initial_af": number(0.02, ge=0.001, le=0.1),
+             "step_af": number(0.02, ge=0.001, le=0.1),
+             "max_af": number(0.2, ge=0.01, le=1.0)}, (), parabolic_sar),
+    kt_spec("IchimokuIndicator", (),
+            {"tenkan_period": whole(9, 1, 50), "kijun_period": whole(26, 1, 100),
+             "senkou_b_period": whole(52, 1, 200), "displacement": whole(26, 1, 100)},
+            ("tenkan", "kijun", "senkou_a", "senkou_b", "chikou"), ichimoku),
+    kt_spec("SuperTrendIndicator", (),
+            {"period": whole(10, 2, 200), "multiplier": number(3.0, gt=0, le=10.0)},
+            ("trend", "direction"), supertrend),
+    kt_spec("ZigZagIndicator", (),
+            {"threshold": number(0.05, gt=0, lt=1), "source": source()}, (), zigzag),
+)
