@@ -7,7 +7,8 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = ("bench.bench_features", "bench.bench_trainer", "bench.bench_train",
+BENCHMARKS = ("bench.bench_features", "bench.bench_indicators", "bench.bench_trainer",
+              "bench.bench_train",
               "bench.bench_daemon", "bench.bench_overhead")
 
 if __name__ == "__main__":

@@ -159,3 +159,25 @@ def test_ichimoku_lines_and_spans_shifted_forward(bars: pd.DataFrame, lists: ref
         for name in ("senkou_a", "senkou_b"):
             assert_after_warm_up(ours[name].to_numpy(),
                                  ref.shifted(expected[name], displacement), None)
+
+
+def test_window_extremes_by_doubling_equal_brute_force() -> None:
+    """The sparse-table rolling max/min and bars-since-extreme, on prices with many ties and a
+    NaN, for every window length from 1 to 70 (odd ones, powers of two, longer than the data)."""
+    from pipeline.indicators.arrays import bars_since_extreme, rolling_max, rolling_min
+
+    rng = np.random.default_rng(3)
+    x = np.round(rng.normal(size=64).cumsum(), 0)  # whole numbers: ties everywhere
+    with_nan = x.copy()
+    with_nan[30] = np.nan
+    for n in range(1, 71):
+        for fast, slow in ((rolling_max, "max"), (rolling_min, "min")):
+            expected = getattr(pd.Series(with_nan).rolling(n), slow)().to_numpy()
+            np.testing.assert_array_equal(fast(with_nan, n), expected)
+        for highest in (True, False):
+            since = bars_since_extreme(x, n, highest)
+            assert np.isnan(since[: n - 1]).all()
+            for i in range(n - 1, len(x)):
+                window = list(x[i - n + 1 : i + 1])
+                target = max(window) if highest else min(window)
+                assert since[i] == n - 1 - window.index(target)

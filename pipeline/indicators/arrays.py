@@ -59,12 +59,56 @@ def rolling_std(x: np.ndarray, n: int) -> np.ndarray:
     return owned(pd.Series(x).rolling(n).std())
 
 
+def _rolling_extreme(x: np.ndarray, n: int, pick: np.ufunc) -> np.ndarray:
+    """Max or min of each full window of ``n`` bars by doubling (a sparse table).
+
+    After k passes ``cur[i]`` is the extreme of ``x[i : i + 2**k]``; a window of ``n`` is the
+    union of two such overlapping spans. log2(n) whole-array passes, exact (no arithmetic),
+    several times faster than pandas' rolling max; a NaN in a window gives NaN, as pandas.
+    """
+    result = np.full(len(x), np.nan)
+    if len(x) < n:
+        return result
+    cur, span = x, 1
+    while span * 2 <= n:
+        cur = pick(cur[:-span], cur[span:])
+        span *= 2
+    count = len(x) - n + 1
+    result[n - 1 :] = pick(cur[:count], cur[n - span : n - span + count])
+    return result
+
+
+def bars_since_extreme(x: np.ndarray, n: int, highest: bool) -> np.ndarray:
+    """Bars since the highest (or lowest) value of each full window of ``n`` bars; a tie counts
+    from its earliest bar. Same doubling as ``_rolling_extreme``, carrying the extreme's index
+    (the left span wins ties, so the earliest index survives). NaN before the first window.
+    """
+    result = np.full(len(x), np.nan)
+    if len(x) < n:
+        return result
+    better = np.greater_equal if highest else np.less_equal
+
+    def merge(lv: np.ndarray, li: np.ndarray, rv: np.ndarray, ri: np.ndarray):
+        left = better(lv, rv)
+        return np.where(left, lv, rv), np.where(left, li, ri)
+
+    value, index, span = x, np.arange(len(x)), 1
+    while span * 2 <= n:
+        value, index = merge(value[:-span], index[:-span], value[span:], index[span:])
+        span *= 2
+    count = len(x) - n + 1
+    _, where = merge(value[:count], index[:count], value[n - span : n - span + count],
+                     index[n - span : n - span + count])
+    result[n - 1 :] = np.arange(n - 1, len(x)) - where
+    return result
+
+
 def rolling_max(x: np.ndarray, n: int) -> np.ndarray:
-    return owned(pd.Series(x).rolling(n).max())
+    return _rolling_extreme(x, n, np.maximum)
 
 
 def rolling_min(x: np.ndarray, n: int) -> np.ndarray:
-    return owned(pd.Series(x).rolling(n).min())
+    return _rolling_extreme(x, n, np.minimum)
 
 
 def midpoint(high: np.ndarray, low: np.ndarray, n: int) -> np.ndarray:

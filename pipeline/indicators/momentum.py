@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.indicators.arrays import (
+    bars_since_extreme,
     column,
     divide,
     ewm,
@@ -134,12 +135,9 @@ def fisher_transform(bars: pd.DataFrame, period: int, smoothing: int) -> Outputs
 
 def aroon(bars: pd.DataFrame, period: int, include_oscillator: bool) -> Outputs:
     """Aroon over the last ``period`` bars (the current one included); ties: the earliest."""
-
-    def since_extreme(windows: np.ndarray, first: int, pick: Any) -> np.ndarray:
-        return (period - (period - 1 - pick(windows, axis=1))) / period * 100.0
-
-    up = windows_apply(column(bars, "high"), period, lambda w, f: since_extreme(w, f, np.argmax))
-    down = windows_apply(column(bars, "low"), period, lambda w, f: since_extreme(w, f, np.argmin))
+    since_high = bars_since_extreme(column(bars, "high"), period, highest=True)
+    since_low = bars_since_extreme(column(bars, "low"), period, highest=False)
+    up, down = (period - since_high) / period * 100.0, (period - since_low) / period * 100.0
     return out(up=up, down=down, oscillator=up - down)
 
 

@@ -91,28 +91,37 @@ def ichimoku(bars: pd.DataFrame, tenkan_period: int, kijun_period: int, senkou_b
 
 def _supertrend_recursion(upper: list[float], lower: list[float], close: list[float],
                           start: int) -> tuple[np.ndarray, np.ndarray]:
-    """Final bands and direction from bar ``start`` (the first bar with an ATR) on.
+    """The line and direction from bar ``start`` (the first bar with an ATR) on.
 
     KTRDR seeds the final bands at bar 0, where the ATR is still NaN; every later comparison
-    with NaN is false, so its bands never leave NaN. Seeding at ``start`` is the fix.
+    with NaN is false, so its bands never leave NaN. Seeding at ``start`` is the fix. The loop
+    keeps only the line and the bars where the direction flips; the direction is rebuilt from
+    those flips with numpy.
     """
     n = len(close)
     trend, direction = np.full(n, np.nan), np.full(n, np.nan)
     if start >= n:
         return trend, direction
     final_up, final_low = upper[start], lower[start]
-    up = not close[start] <= final_low
-    trends, directions = [final_low if up else final_up], [1.0 if up else -1.0]
+    up = first_up = not close[start] <= final_low
+    line = [final_low if up else final_up] * (n - start)
+    flips = []
+    prev_close = close[start]
     for i in range(start + 1, n):
-        prev_close = close[i - 1]
         if upper[i] < final_up or prev_close > final_up:
             final_up = upper[i]
         if lower[i] > final_low or prev_close < final_low:
             final_low = lower[i]
-        up = not close[i] <= final_low if up else close[i] >= final_up
-        trends.append(final_low if up else final_up)
-        directions.append(1.0 if up else -1.0)
-    trend[start:], direction[start:] = trends, directions
+        prev_close = close[i]
+        if up != (not prev_close <= final_low if up else prev_close >= final_up):
+            up = not up
+            flips.append(i - start)
+        line[i - start] = final_low if up else final_up
+    trend[start:] = line
+    flipped = np.zeros(n - start, dtype=np.int64)
+    flipped[flips] = 1
+    same = np.cumsum(flipped) % 2 == 0
+    direction[start:] = np.where(same, 1.0, -1.0) if first_up else np.where(same, -1.0, 1.0)
     return trend, direction
 
 
