@@ -110,7 +110,7 @@ def section(times: list[float], n_columns: int, singles: list[tuple[str, int, fl
 
 def main() -> None:
     args = parse_args(__doc__)
-    runs = 2 if args.quick else 5
+    runs = 2 if args.quick else 7
     bars = synthetic_bars()
     times = timed(lambda: features(bars), runs)
     n_columns = compute_indicators(bars.iloc[:100], TEN).shape[1] + 3 * len(FUZZY_SETS)

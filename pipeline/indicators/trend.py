@@ -47,28 +47,31 @@ def parabolic_sar(bars: pd.DataFrame, initial_af: float, step_af: float,
                   max_af: float) -> Outputs:
     """Wilder's SAR as KTRDR runs it: trend from the first two closes, NaN on bar 0."""
     high, low, close = (a.tolist() for a in hlc(bars))
-    n = len(close)
-    sar = [float("nan")] * n
-    if n >= 2:
-        up = close[1] > close[0]
-        ep, sar[1] = (high[1], low[0]) if up else (low[1], high[0])
-        af = initial_af
-        for i in range(2, n):
-            value = sar[i - 1] + af * (ep - sar[i - 1])
-            if up:
-                if low[i] <= value:  # reversal: the extreme point becomes the SAR
-                    up, value, af, ep = False, ep, initial_af, low[i]
-                else:
-                    value = min(value, low[i - 1], low[i - 2])
-                    if high[i] > ep:
-                        ep, af = high[i], min(af + step_af, max_af)
-            elif high[i] >= value:
-                up, value, af, ep = True, ep, initial_af, high[i]
+    if len(close) < 2:
+        return out(value=np.full(len(close), np.nan))
+    up = close[1] > close[0]
+    ep, value = (high[1], low[0]) if up else (low[1], high[0])
+    af = initial_af
+    sar = [float("nan"), value]
+    add = sar.append
+    # Each bar with the two before it (the SAR may not pass their lows or highs).
+    history = zip(high[2:], low[2:], high[1:], low[1:], high, low, strict=False)
+    for h, lo, h1, lo1, h2, lo2 in history:
+        value += af * (ep - value)
+        if up:
+            if lo <= value:  # reversal: the extreme point becomes the SAR
+                up, value, af, ep = False, ep, initial_af, lo
             else:
-                value = max(value, high[i - 1], high[i - 2])
-                if low[i] < ep:
-                    ep, af = low[i], min(af + step_af, max_af)
-            sar[i] = value
+                value = min(value, lo1, lo2)
+                if h > ep:
+                    ep, af = h, min(af + step_af, max_af)
+        elif h >= value:
+            up, value, af, ep = True, ep, initial_af, h
+        else:
+            value = max(value, h1, h2)
+            if lo < ep:
+                ep, af = lo, min(af + step_af, max_af)
+        add(value)
     return out(value=np.array(sar, dtype=np.float64))
 
 
@@ -104,19 +107,24 @@ def _supertrend_recursion(upper: list[float], lower: list[float], close: list[fl
         return trend, direction
     final_up, final_low = upper[start], lower[start]
     up = first_up = not close[start] <= final_low
-    line = [final_low if up else final_up] * (n - start)
-    flips = []
+    line = [final_low if up else final_up]
+    add, flips = line.append, []
     prev_close = close[start]
-    for i in range(start + 1, n):
-        if upper[i] < final_up or prev_close > final_up:
-            final_up = upper[i]
-        if lower[i] > final_low or prev_close < final_low:
-            final_low = lower[i]
-        prev_close = close[i]
-        if up != (not prev_close <= final_low if up else prev_close >= final_up):
-            up = not up
-            flips.append(i - start)
-        line[i - start] = final_low if up else final_up
+    bars = zip(upper[start + 1 :], lower[start + 1 :], close[start + 1 :], strict=True)
+    for i, (band_up, band_low, now) in enumerate(bars, 1):
+        if band_up < final_up or prev_close > final_up:
+            final_up = band_up
+        if band_low > final_low or prev_close < final_low:
+            final_low = band_low
+        prev_close = now
+        if up:
+            if now <= final_low:  # KTRDR's comparisons, so a tie flips as there
+                up = False
+                flips.append(i)
+        elif now >= final_up:
+            up = True
+            flips.append(i)
+        add(final_low if up else final_up)
     trend[start:] = line
     flipped = np.zeros(n - start, dtype=np.int64)
     flipped[flips] = 1
