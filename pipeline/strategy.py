@@ -575,8 +575,12 @@ def _reference(
         )
         return None
     if output and output not in names:
+        spec = indicator_spec(indicators[ind_id]["type"])
+        flag = spec.enabling_flag(output, indicators[ind_id]) if spec else None
+        hint = f" ({output!r} comes with {flag}: true)" if flag else ""
         check.error(
-            path, f"{ref!r}: {ind_id} has no output {output!r}; outputs are: " + ", ".join(names)
+            path,
+            f"{ref!r}: {ind_id} has no output {output!r}; outputs are: " + ", ".join(names) + hint,
         )
         return None
     return ref

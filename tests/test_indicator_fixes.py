@@ -129,13 +129,15 @@ def _strategy(indicator: dict, reference: str) -> dict:
 @pytest.mark.parametrize(("indicator", "reference"), [
     ({"type": "aroon"}, "x.oscillator"),
     ({"type": "donchianchannels", "include_middle": False}, "x.middle"),
+    ({"type": "adline"}, "x.line_sma_21"),
 ])
 def test_strategy_refuses_an_output_its_flag_turns_off(indicator: dict, reference: str) -> None:
     with pytest.raises(StrategyError) as info:
         load_strategy(_strategy(indicator, reference))
+    flag = {"aroon": "include_oscillator", "donchianchannels": "include_middle",
+            "adline": "use_sma_smoothing"}[indicator["type"]]
     assert any(e.startswith("fuzzy_sets.zone.indicator:") and "no output" in e
-               for e in info.value.errors), info.value.errors
-    flag = "include_oscillator" if indicator["type"] == "aroon" else "include_middle"
+               and f"comes with {flag}: true" in e for e in info.value.errors), info.value.errors
     loaded = load_strategy(_strategy({**indicator, flag: True}, reference))
     assert loaded.indicators["x"][flag] is True
 

@@ -126,6 +126,13 @@ class IndicatorSpec:
         """The outputs these (resolved) parameters produce, primary first."""
         return self.select_outputs(params) if self.select_outputs else self.outputs
 
+    def enabling_flag(self, output: str, params: Mapping[str, Any]) -> str | None:
+        """The true/false parameter that, set to true, adds ``output`` (for error messages)."""
+        for name, pspec in self.params.items():
+            if pspec.kind is bool and output in self.outputs_for({**params, name: True}):
+                return name
+        return None
+
     def compute(self, bars: pd.DataFrame, params: Mapping[str, Any]) -> pd.DataFrame:
         """One column per output ("value" for a single output) on ``bars.index``."""
         resolved = self.resolve(params)
