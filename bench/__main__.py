@@ -7,8 +7,8 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = ("bench.bench_features", "bench.bench_labels", "bench.bench_trainer",
-              "bench.bench_train", "bench.bench_daemon", "bench.bench_overhead")
+BENCHMARKS = ("bench.bench_features", "bench.bench_indicators", "bench.bench_labels",
+              "bench.bench_trainer", "bench.bench_train", "bench.bench_daemon", "bench.bench_overhead")
 
 if __name__ == "__main__":
     chosen = sys.argv[1:] or BENCHMARKS

@@ -29,7 +29,7 @@ from pipeline import safe_yaml
 from pipeline.context_data import ContextEntry, check_data_sources, parse_context_data
 from pipeline.errors import StrategyError
 from pipeline.fuzzy import MEMBERSHIP_PARAM_COUNTS
-from pipeline.indicators import indicator_names, indicator_spec
+from pipeline.indicators import InvalidParameter, ParamSpec, indicator_names, indicator_spec
 from pipeline.labels import SOURCES, resolve_params
 from pipeline.training_keys import OPTIMISATION_KEYS, OUTPUT_FORMATS, read_optimisation
 
@@ -39,7 +39,6 @@ _TOP_KEYS = (
     "name", "description", "version", "training_data", "indicators", "fuzzy_sets",
     "nn_inputs", "model", "decisions", "training", "context_data",
 )  # fmt: skip
-_SOURCES = ("open", "high", "low", "close", "volume")
 _ACTIVATIONS = ("relu", "tanh", "sigmoid", "leaky_relu")
 _NORMALIZATIONS = ("minmax", "zscore", "none")
 _TIMEFRAME_RE = re.compile(r"^[1-9][0-9]{0,5}(m|h|d|w)$")
@@ -538,8 +537,9 @@ def _indicators(raw: Mapping, check: _Check) -> tuple[dict[str, dict], dict[str,
             what = "missing" if type_name is None else f"{_show(type_name)} is not an indicator"
             check.error(f"{path}.type", f"{what}; allowed: {', '.join(indicator_names())}")
             continue
-        result[ind_id] = {"type": spec.name, **_params(body, spec, path, check)}
-        outputs[ind_id] = tuple(spec.outputs)
+        params = _params(body, spec, path, check)
+        result[ind_id] = {"type": spec.name, **params}
+        outputs[ind_id] = spec.outputs_for(params)
     return result, outputs
 
 
@@ -548,7 +548,7 @@ def _params(body: Mapping, spec: Any, path: str, check: _Check) -> dict:
     params: dict[str, Any] = {}
     for pname, pspec in spec.params.items():
         value = body.get(pname, pspec.default)
-        params[pname] = _param(value, pspec.kind, pname, f"{path}.{pname}", check, pspec.default)
+        params[pname] = _param(value, pspec, pname, f"{path}.{pname}", check)
     unknown = [k for k in body if k != "type" and k not in spec.params]
     if unknown:
         noun = "parameters" if len(unknown) > 1 else "parameter"
@@ -562,22 +562,13 @@ def _params(body: Mapping, spec: Any, path: str, check: _Check) -> dict:
     return params
 
 
-def _param(value: Any, kind: type, name: str, path: str, check: _Check, default: Any) -> Any:
-    if kind is bool:
-        ok, allowed = isinstance(value, bool), "true or false"
-    elif kind is int:
-        ok, allowed = _is_int(value) and value >= 1, "a whole number >= 1"
-    elif kind is float:
-        ok, allowed = _is_number(value), "a number"
-        value = float(value) if ok else value
-    elif name == "source":
-        ok, allowed = value in _SOURCES, "one of " + ", ".join(_SOURCES)
-    else:
-        ok, allowed = isinstance(value, kind), f"a {kind.__name__}"
-    if not ok:
-        check.error(path, f"{_show(value)} is not allowed; {allowed}")
-        return default
-    return value
+def _param(value: Any, pspec: ParamSpec, name: str, path: str, check: _Check) -> Any:
+    """The registry's rule for this parameter (KTRDR's types and bounds); default if broken."""
+    try:
+        return pspec.check(name, value)
+    except InvalidParameter as exc:
+        check.error(path, f"{_show(value)} is not allowed; {exc.allowed}")
+        return pspec.default
 
 
 def _reference(
@@ -605,8 +596,12 @@ def _reference(
         )
         return None
     if output and output not in names:
+        spec = indicator_spec(indicators[ind_id]["type"])
+        flag = spec.enabling_flag(output, indicators[ind_id]) if spec else None
+        hint = f" ({output!r} comes with {flag}: true)" if flag else ""
         check.error(
-            path, f"{ref!r}: {ind_id} has no output {output!r}; outputs are: " + ", ".join(names)
+            path,
+            f"{ref!r}: {ind_id} has no output {output!r}; outputs are: " + ", ".join(names) + hint,
         )
         return None
     return ref
