@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from pipeline import features as feat
+from pipeline.checkpoint import CheckpointCallback
 from pipeline.dataset import SymbolData, build_dataset
 from pipeline.device import describe_device, select_device
 from pipeline.errors import DataError
@@ -88,13 +89,14 @@ def run_training(
     on_event: OnEvent | None = None,
     stop: StopSource | None = None,
     resume: dict[str, Any] | None = None,
-    on_checkpoint: Callable[[dict[str, Any]], None] | None = None,
+    checkpoints: CheckpointCallback | None = None,
     before_publish: Callable[[], None] | None = None,
 ) -> RunResult:
     """Train ``job`` and publish the model; raises ``PipelineError`` subclasses on bad input.
 
-    ``resume`` is a checkpoint emitted earlier through ``on_checkpoint``: steps 1-7 are
-    recomputed (they are deterministic) and training continues where it stopped.
+    ``resume`` is a state saved earlier by the ``checkpoints`` callback (it decides when:
+    :mod:`pipeline.checkpoint`): steps 1-7 are recomputed (they are deterministic) and
+    training continues where it stopped.
     ``threads`` is torch's intra-op thread count on CPU. One is the default: these networks are
     small, so a second thread mostly spin-waits (measured 7x slower on a loaded 2-core machine),
     and several daemon slots each get a core. Bit-identical results need the same count.
@@ -186,7 +188,7 @@ def run_training(
                for s in ("train", "validation", "test")}
     trained = train_model(model, *tensors["train"], *tensors["validation"], config,
                           device=torch_device, on_event=on_event, stop=stop,
-                          resume=resume, on_checkpoint=on_checkpoint)
+                          resume=resume, checkpoints=checkpoints)
     early = ", stopped early" if trained.stopped_early else ""
     steps.sub(f"best epoch {trained.best_epoch} (val_loss {trained.best_val_loss:.4f}), "
               f"{trained.epochs_run} epochs run{early}")
