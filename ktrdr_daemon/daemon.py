@@ -352,7 +352,7 @@ class Daemon:
             claim_data=claim._data, daemon_id=self.daemon_id, host=self.me.host,
             device=self.device["device"], data_root=str(s.data_root),
             models_root=str(s.models), strategies_root=str(s.strategies), threads=s.threads,
-            t_fence=s.fence_seconds, strict=s.strict)
+            t_fence=s.fence_seconds, strict=s.strict, checkpoint_seconds=s.checkpoint_seconds)
         if self.slurm is not None:  # the Slurm job stands in for the process, a lease for the pipe
             slurm_run, lease = self.slurm.start(job_id, claim, task)
             with self.lock:

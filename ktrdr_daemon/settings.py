@@ -32,6 +32,9 @@ class Settings:
     fence_seconds: float = 15.0  # below expire_seconds: an owner stops before others reclaim
     rescan_seconds: float = 2.0
     cancel_grace_seconds: float = 5.0
+    # At most one checkpoint of a running job this often (and always at a hand-back and at the
+    # end of training): what a crash may cost, about what reclaiming it from another host does.
+    checkpoint_seconds: float = 30.0
     observer: str = "auto"  # auto | inotify | polling
     strict: bool = False
 
@@ -98,4 +101,8 @@ def load_settings(
             if candidate is not None:
                 values[name] = _coerce(name, candidate)
                 break
-    return Settings(**values)
+    settings = Settings(**values)
+    if not settings.checkpoint_seconds >= 0:  # NaN too
+        raise SystemExit(f"checkpoint_seconds must be a number of seconds >= 0, got "
+                         f"{settings.checkpoint_seconds}")
+    return settings

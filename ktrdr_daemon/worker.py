@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from ktrdr_daemon import spool as sp
 from ktrdr_daemon.file_writer import FileWriter
 from ktrdr_daemon.progress import ProgressWriter
+from ktrdr_daemon.settings import Settings
 from pipeline.errors import Cancelled, HandedBack, PipelineError
 from pipeline.job import load_job
 
@@ -60,7 +61,10 @@ EXIT_FENCED = 4  # lost the claim or the daemon: nothing published, nothing writ
 EXIT_ORPHANED = 5  # the daemon died
 
 CHECKPOINT = "checkpoint"
-CHECKPOINT_FILE = "state.ckpt"
+# torch.save of plain state dicts (pipeline.checkpoint). Earlier versions wrote state.pt
+# (torch.save of packed states) and state.ckpt (a hand-written format): a folder holding only
+# those is reported and the job starts over.
+CHECKPOINT_FILE = "last.pt"
 
 
 @dataclass(frozen=True)
@@ -81,6 +85,7 @@ class WorkerTask:
     t_fence: float = sp.T_FENCE_S
     strict: bool = False
     executor: str = "local"  # "slurm": a stop keeps the attempt open (Slurm requeues the job)
+    checkpoint_seconds: float = Settings.checkpoint_seconds  # at most one checkpoint this often
 
 
 class WorkerStop:
@@ -195,6 +200,7 @@ def _train(task: WorkerTask, spool: sp.Spool, claim: sp.Claim, stop: WorkerStop,
 
     import torch
 
+    from pipeline.checkpoint import IntervalCheckpoint
     from pipeline.run import run_training
     from pipeline.store import ModelStore
 
@@ -218,7 +224,8 @@ def _train(task: WorkerTask, spool: sp.Spool, claim: sp.Claim, stop: WorkerStop,
             job, data_root=Path(task.data_root), models_root=Path(task.models_root),
             device=task.device, threads=task.threads, job_id=task.job_id, on_event=progress,
             stop=stop, resume=resume,
-            on_checkpoint=checkpoint_saver(progress.files, job_dir),
+            checkpoints=IntervalCheckpoint(checkpoint_saver(progress.files, job_dir),
+                                           task.checkpoint_seconds),
             before_publish=before_publish,
         )
     except Cancelled:
@@ -295,41 +302,36 @@ def _published_version(models: ModelStore, strategy: str, job_id: str) -> Path |
 
 
 def checkpoint_saver(files: FileWriter, job_dir: Path) -> Callable[[dict[str, Any]], None]:
-    """The trainer's ``on_checkpoint``: has ``checkpoint/state.ckpt`` replaced atomically
+    """What the checkpoint callback saves with: has ``checkpoint/last.pt`` replaced atomically
     (written in tmp/, renamed) by the job's writer thread, so a reader never sees half a file
-    and training does not wait for the disk; the state is serialized there too (it is the
-    trainer's own copy). No fsync: this runs every epoch, a process crash keeps the renamed
-    file, and after a power loss a torn checkpoint only means training starts over (see
-    load). Whoever hands the attempt back flushes ``files`` first, so the next attempt finds
-    this very checkpoint."""
+    and training does not wait for ``torch.save`` or the disk (the state is the trainer's own
+    copy). No fsync: a process crash keeps the renamed file, and after a power loss a torn
+    checkpoint only means training starts over (see load). Whoever hands the attempt back
+    flushes ``files`` first, so the next attempt finds this very checkpoint."""
     from pipeline.checkpoint import to_bytes
 
     folder = job_dir / CHECKPOINT
     path = folder / CHECKPOINT_FILE
-    made = False  # the folder, made at the first checkpoint (not a mkdir an epoch)
 
     def save(state: dict[str, Any]) -> None:
-        nonlocal made
-        if not made:
-            folder.mkdir(exist_ok=True)
-            made = True
+        folder.mkdir(exist_ok=True)
         files.replace(path, lambda: to_bytes(state))
 
     return save
 
 
 def load_checkpoint(job_dir: Path, progress: ProgressWriter | None = None) -> dict[str, Any] | None:
-    """The last checkpoint, read without unpickling anything (:mod:`pipeline.checkpoint`), or
-    None.
+    """The last checkpoint, read with ``torch.load(weights_only=True)`` (nothing but tensors
+    and plain values is rebuilt), or None.
 
-    An unreadable checkpoint, or one an older version wrote, is reported and ignored: starting
+    An unreadable checkpoint, or one another version wrote, is reported and ignored: starting
     over is always correct."""
-    from pipeline.checkpoint import from_bytes, unpack
-    from pipeline.trainer import CHECKPOINT_VERSION
+    from pipeline.checkpoint import from_bytes
+    from pipeline.trainer import check_checkpoint
 
     path = job_dir / CHECKPOINT / CHECKPOINT_FILE
     if not path.is_file():
-        # Another name there (state.pt) was written by an older version of this code.
+        # Another name there (state.pt, state.ckpt) was written by an older version.
         others = sorted(os.listdir(path.parent)) if path.parent.is_dir() else []
         if others and progress is not None:
             progress({"type": "warning", "message": f"checkpoint {others[0]} was written by "
@@ -337,13 +339,9 @@ def load_checkpoint(job_dir: Path, progress: ProgressWriter | None = None) -> di
         return None
     try:
         state = from_bytes(path.read_bytes())
-        if not isinstance(state, dict) or state.get("version") != CHECKPOINT_VERSION:
-            version = state.get("version") if isinstance(state, dict) else None
-            raise ValueError(f"format version {version!r}, this version reads "
-                             f"{CHECKPOINT_VERSION}")
-        unpack(state["state"])  # its tensors fit their layout (else: ValueError)
+        check_checkpoint(state)
         return state
-    except Exception as exc:  # torn or foreign file: never trust it, never unpickle it
+    except Exception as exc:  # torn or foreign file: never trust it
         if progress is not None:
             progress({"type": "warning",
                       "message": f"checkpoint {path.name} unreadable ({exc}); starting over"})

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from pipeline import features as feat
+from pipeline.checkpoint import CheckpointCallback
 from pipeline.dataset import SymbolData, build_dataset
 from pipeline.device import describe_device, select_device
 from pipeline.errors import DataError
@@ -93,13 +94,14 @@ def run_training(
     on_event: OnEvent | None = None,
     stop: StopSource | None = None,
     resume: dict[str, Any] | None = None,
-    on_checkpoint: Callable[[dict[str, Any]], None] | None = None,
+    checkpoints: CheckpointCallback | None = None,
     before_publish: Callable[[], None] | None = None,
 ) -> RunResult:
     """Train ``job`` and publish the model; raises ``PipelineError`` subclasses on bad input.
 
-    ``resume`` is a checkpoint emitted earlier through ``on_checkpoint``: steps 1-7 are
-    recomputed (they are deterministic) and training continues where it stopped.
+    ``resume`` is a state saved earlier by the ``checkpoints`` callback (it decides when:
+    :mod:`pipeline.checkpoint`): steps 1-7 are recomputed (they are deterministic) and
+    training continues where it stopped.
     ``threads`` is torch's intra-op thread count on CPU. One is the default: these networks are
     small, so a second thread mostly spin-waits (measured 7x slower on a loaded 2-core machine),
     and several daemon slots each get a core. Bit-identical results need the same count.
@@ -217,7 +219,7 @@ def run_training(
                else torch.from_numpy(dataset.train_weights))
     trained = train_model(model, *tensors["train"], *tensors["validation"], config,
                           device=torch_device, on_event=on_event, stop=stop,
-                          resume=resume, on_checkpoint=on_checkpoint,
+                          resume=resume, checkpoints=checkpoints,
                           num_classes=len(classes), sample_weights=weights)
     early = ", stopped early" if trained.stopped_early else ""
     steps.sub(f"best epoch {trained.best_epoch} (val_loss {trained.best_val_loss:.4g}), "

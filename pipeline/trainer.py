@@ -1,16 +1,18 @@
 """Train the model: a plain loop over in-memory tensors, one callback, one stop token.
 
 The loop reads in order (shuffle, batches, validation, bookkeeping) and knows nothing about
-files or the spool: progress leaves through ``on_event``, checkpoints through ``on_checkpoint``,
-and a stop request arrives through ``stop``. Batches are index slices of tensors already on the
+files or the spool: progress leaves through ``on_event``, checkpoints through the ``checkpoints``
+callback (:mod:`pipeline.checkpoint`: it decides when), and a stop request arrives through
+``stop``. Batches are index slices of tensors already on the
 device, not a DataLoader: for a small MLP the DataLoader's per-batch Python costs more than the
 model itself.
 
 Reproducibility: call :func:`seed_everything` before ``build_mlp`` (weight init uses torch's
 global RNG), keep the data, device and thread count, and a CPU run gives the same weights to the
 bit. Shuffling uses its own generator seeded by ``config.seed``; dropout uses the global RNG.
-Both states travel in every checkpoint, so a resumed run continues exactly where it stopped;
-so do the optimizer's and the learning-rate scheduler's states.
+Both states travel in every checkpoint, so a resumed run continues exactly where it stopped,
+at whichever batch the checkpoint was taken; so do the optimizer's and the learning-rate
+scheduler's states.
 
 What the loss, the per-epoch hit rate and the targets' dtype are comes from the output head
 (:mod:`pipeline.heads`); the optimizer, scheduler and clipping from the config
@@ -19,7 +21,6 @@ What the loss, the per-epoch hit rate and the targets' dtype are comes from the 
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import time
@@ -31,7 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from pipeline.checkpoint import Packer, unpack
+from pipeline.checkpoint import CheckpointCallback
 from pipeline.errors import Cancelled, HandedBack, PipelineError
 from pipeline.events import OnEvent
 from pipeline.heads import Head, get_head
@@ -44,7 +45,9 @@ from pipeline.training_keys import TrainingConfig
 __all__ = ["CHECKPOINT_VERSION", "TrainResult", "TrainingConfig", "class_weights", "focal_loss",
            "seed_everything", "train_model"]
 
-CHECKPOINT_VERSION = 3  # 3: packed (pipeline.checkpoint) with the values left for to_bytes
+# 4: plain state dicts for torch.save (3: a hand-written packed format; 2 and 1: torch.save of
+# packed and of nested states)
+CHECKPOINT_VERSION = 4
 
 
 def seed_everything(seed: int) -> None:
@@ -120,7 +123,7 @@ def train_model(
     on_event: OnEvent | None = None,
     stop: StopSource | None = None,
     resume: dict | None = None,
-    on_checkpoint: Callable[[dict], None] | None = None,
+    checkpoints: CheckpointCallback | None = None,
     batch_event_interval: float = 0.1,
     num_classes: int = NUM_CLASSES,
     sample_weights: Tensor | None = None,
@@ -128,10 +131,11 @@ def train_model(
     """Train ``model`` in place and leave it holding the best validation epoch's weights.
 
     Between batches ``stop.reason()`` is asked: "cancel" raises :class:`Cancelled` at once;
-    "handback" first passes the state at this batch to ``on_checkpoint``, then raises
-    :class:`HandedBack`. ``on_checkpoint`` also gets the state after every epoch. A state holds
-    only tensors and plain values (:func:`pipeline.checkpoint.to_bytes` writes it; nothing is
-    unpickled reading it back), and ``resume=state`` continues the run bit for bit.
+    "handback" first offers the state at this batch to ``checkpoints.on_handback``, then raises
+    :class:`HandedBack`. ``checkpoints`` is also offered the state after every batch and at the
+    end of training (:mod:`pipeline.checkpoint`). A state holds only CPU tensors and plain
+    values (``torch.save`` writes it, ``torch.load(weights_only=True)`` reads it), and
+    ``resume=state`` continues the run bit for bit.
     ``num_classes`` sizes the class weights (a class absent from training weighs 0).
     ``sample_weights`` (one per training row) turn each epoch's shuffle into a draw of as many
     rows with replacement, in proportion to the weights (torch's WeightedRandomSampler).
@@ -168,44 +172,10 @@ def train_model(
     if resume is not None:
         p = _restore(resume, model, optimizer, generator, device, scheduler)
 
-    history_json: list[str] = []  # each epoch's record encoded once, not once per checkpoint
-    packer = Packer()  # keeps the flat views of the tensors below from one epoch to the next
-    live_model = model.state_dict(keep_vars=True)  # the parameters themselves, not copies
-
-    def checkpoint() -> dict:
-        history_json.extend(json.dumps(h) for h in p.history[len(history_json):])
-        tensors, optimizer_state = _state_tensors(live_model, optimizer, p.best_model)
-        tensors["generator"] = generator.get_state()
-        tensors["torch_rng"] = torch.get_rng_state()
-        device_rng = _device_rng_state(device)
-        if device_rng is not None:
-            tensors["device_rng"] = device_rng
-        if p.permutation is not None:
-            tensors["permutation"] = p.permutation
-        return {
-            "version": CHECKPOINT_VERSION,
-            "epoch": p.epoch,
-            "batch": p.batch,
-            "history": "[" + ",".join(history_json) + "]",
-            # The rest in a few flat tensors and one JSON text (pipeline.checkpoint): this
-            # runs every epoch, on the training thread.
-            "state": packer.pack(tensors, {
-                "optimizer": optimizer_state,
-                "scheduler": None if scheduler is None else scheduler.state_dict(),
-                "best": p.best_model is not None,
-                "device_type": device.type,
-                "loss_sum": p.loss_sum,
-                "correct": p.correct,
-                "seen": p.seen,
-                "best_epoch": p.best_epoch,
-                "best_val_loss": p.best_val_loss,
-                "patience_counter": p.patience_counter,
-                "patience_best": p.patience_best,
-                "stopped_early": p.stopped_early,
-                "train_seconds": p.train_seconds + (time.monotonic() - started),
-                "samples_seen": p.samples_seen,
-            }),
-        }
+    def state() -> dict:
+        """A copy of everything training changes, as it stands in ``p`` (a Snapshot)."""
+        return _checkpoint(p, model, optimizer, scheduler, generator, device,
+                           p.train_seconds + (time.monotonic() - started))
 
     # A batch event at most every batch_event_interval, counted from any event: an epoch's
     # event stands for its last batch, and short epochs send no batch events at all.
@@ -220,14 +190,23 @@ def train_model(
         # Running sums stay on the device so a batch never waits for the GPU.
         loss_sum = torch.tensor(p.loss_sum, dtype=torch.float32, device=device)
         correct = torch.tensor(p.correct, dtype=torch.int64, device=device)
+
+        def at_batch() -> dict:
+            """The state before batch ``b``; the sums are read (a GPU sync) only when due.
+            Called within the iteration that defines it, so the loop's variables are its."""
+            p.batch, p.loss_sum, p.correct = b, loss_sum.item(), int(correct.item())  # noqa: B023
+            return state()
+
         model.train()
-        for b in range(p.batch, batches):
+        first = p.batch
+        for b in range(first, batches):
+            if checkpoints is not None and b > first:  # after batch b - 1
+                checkpoints.on_batch_end(at_batch)
             if stop is not None and (why := stop.reason()) is not None:
                 if why == "cancel":
                     raise Cancelled("cancelled on request")
-                p.batch, p.loss_sum, p.correct = b, loss_sum.item(), int(correct.item())
-                if on_checkpoint is not None:
-                    on_checkpoint(checkpoint())
+                if checkpoints is not None:
+                    checkpoints.on_handback(at_batch)
                 raise HandedBack("handed back on request")
             index = order[b * batch_size : (b + 1) * batch_size]
             xb, yb = X_train[index], y_train[index]
@@ -263,12 +242,7 @@ def train_model(
             val_loss = train_loss
         if val_loss < p.best_val_loss:
             p.best_val_loss, p.best_epoch = val_loss, p.epoch + 1
-            if p.best_model is None:
-                p.best_model = {k: v.detach().clone() for k, v in live_model.items()}
-            else:  # into the same tensors: the checkpoint packer keeps its views of them
-                with torch.no_grad():
-                    for key, value in live_model.items():
-                        p.best_model[key].copy_(value)
+            p.best_model = {k: v.detach().clone() for k, v in model.state_dict().items()}
         if stopping is not None:
             # Patience counts epochs without a gain of more than min_delta over the best
             # *significant* val_loss (Keras and Lightning semantics).
@@ -302,9 +276,11 @@ def train_model(
         p.epoch, p.batch, p.permutation = p.epoch + 1, 0, None
         if stopping is not None and p.patience_counter >= stopping["patience"]:
             p.stopped_early = p.epoch < config.epochs
-        if on_checkpoint is not None:
-            on_checkpoint(checkpoint())
+        if checkpoints is not None and p.epoch < config.epochs and not p.stopped_early:
+            checkpoints.on_batch_end(state)  # the epoch's last batch (the end comes below)
 
+    if checkpoints is not None:
+        checkpoints.on_train_end(state)
     if p.best_model is not None:
         model.load_state_dict(p.best_model)
     duration = p.train_seconds + (time.monotonic() - started)
@@ -338,8 +314,83 @@ def _validate(
     return loss, hits, extra
 
 
+def _checkpoint(p: _Progress, model: nn.Module, optimizer: torch.optim.Optimizer,
+                scheduler: Scheduler | None, generator: torch.Generator, device: torch.device,
+                train_seconds: float) -> dict:
+    """The state that :func:`_restore` puts back: a copy on the CPU (training goes on changing
+    the live tensors), in plain dicts, lists and values (``torch.load(weights_only=True)``)."""
+    saved = optimizer.state_dict()  # new dicts, but the live tensors
+    return {
+        "version": CHECKPOINT_VERSION,
+        "epoch": p.epoch,
+        "batch": p.batch,
+        "model": _cpu_copy(model.state_dict()),
+        "optimizer": {"state": {index: _cpu_copy(values)
+                                for index, values in saved["state"].items()},
+                      "param_groups": saved["param_groups"]},
+        "best_model": None if p.best_model is None else _cpu_copy(p.best_model),
+        # plain numbers and lists (a scheduler's state holds no tensor)
+        "scheduler": None if scheduler is None else scheduler.state_dict(),
+        "permutation": p.permutation,  # drawn once an epoch, never changed in place
+        "rng": {"generator": generator.get_state(), "torch": torch.get_rng_state(),
+                "device": _device_rng_state(device), "device_type": device.type},
+        "progress": {"loss_sum": p.loss_sum, "correct": p.correct, "seen": p.seen,
+                     "best_epoch": p.best_epoch, "best_val_loss": p.best_val_loss,
+                     "patience_counter": p.patience_counter, "patience_best": p.patience_best,
+                     "stopped_early": p.stopped_early, "train_seconds": train_seconds,
+                     "samples_seen": p.samples_seen},
+        "history": list(p.history),  # each record is never changed once appended
+    }
+
+
+def _cpu_copy(values: Mapping[Any, Any]) -> dict[Any, Any]:
+    return {key: value.detach().to("cpu", copy=True) if isinstance(value, Tensor) else value
+            for key, value in values.items()}
+
+
+_PROGRESS_TYPES = {"loss_sum": float, "correct": int, "seen": int, "best_epoch": int,
+                   "best_val_loss": float, "patience_counter": int, "patience_best": float,
+                   "stopped_early": bool, "train_seconds": float, "samples_seen": int}
+
+
+def check_checkpoint(state: Any) -> None:
+    """Raise ``ValueError`` unless ``state`` has the shape :func:`_checkpoint` gives, this
+    version's: a file read back safely may still be another version's, or forged. (Whether its
+    tensors fit the model is for ``load_state_dict`` to say.)"""
+    if not isinstance(state, dict) or state.get("version") != CHECKPOINT_VERSION:
+        version = state.get("version") if isinstance(state, dict) else None
+        raise ValueError(f"format version {version!r}, this version reads {CHECKPOINT_VERSION}")
+    rng, progress, optimizer = state.get("rng"), state.get("progress"), state.get("optimizer")
+    checks = {
+        "epoch and batch": all(type(state.get(k)) is int and state[k] >= 0
+                               for k in ("epoch", "batch")),
+        "model": _is_tensors(state.get("model")),
+        "best_model": state.get("best_model") is None or _is_tensors(state["best_model"]),
+        "scheduler": state.get("scheduler") is None or isinstance(state["scheduler"], dict),
+        "permutation": state.get("permutation") is None
+        or isinstance(state["permutation"], Tensor),
+        "optimizer": isinstance(optimizer, dict) and isinstance(optimizer.get("state"), dict)
+        and isinstance(optimizer.get("param_groups"), list),
+        "rng": isinstance(rng, dict) and isinstance(rng.get("generator"), Tensor)
+        and isinstance(rng.get("torch"), Tensor) and isinstance(rng.get("device_type"), str)
+        and (rng.get("device") is None or isinstance(rng["device"], Tensor)),
+        "progress": isinstance(progress, dict) and all(
+            isinstance(progress.get(k), kind) for k, kind in _PROGRESS_TYPES.items()),
+        "history": isinstance(state.get("history"), list)
+        and all(isinstance(h, dict) for h in state["history"]),
+    }
+    wrong = [name for name, ok in checks.items() if not ok]
+    if wrong:
+        raise ValueError(f"not a training state: {', '.join(wrong)} missing or malformed")
+
+
+def _is_tensors(value: Any) -> bool:
+    return isinstance(value, dict) and all(
+        isinstance(k, str) and isinstance(v, Tensor) for k, v in value.items())
+
+
 def _restore(
-    state: Mapping[str, Any],
+    state: Any,
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     generator: torch.Generator,
@@ -347,77 +398,30 @@ def _restore(
     scheduler: Scheduler | None = None,
 ) -> _Progress:
     """Put model, optimizer, scheduler and every RNG back as the checkpoint left them."""
-    if state.get("version") != CHECKPOINT_VERSION:
-        raise PipelineError(
-            f"checkpoint version {state.get('version')!r} is not supported "
-            f"(expected {CHECKPOINT_VERSION}); start the job afresh"
-        )
-    tensors, values = unpack(state["state"])
-    model_state, optimizer_state, best = _split_tensors(tensors, values)
-    model.load_state_dict(model_state)
-    optimizer.load_state_dict(optimizer_state)
-    if scheduler is not None and values.get("scheduler") is not None:
-        scheduler.load_state_dict(values["scheduler"])
-    generator.set_state(tensors["generator"])
-    torch.set_rng_state(tensors["torch_rng"])
-    if values["device_type"] == device.type:  # another kind of device has another RNG
-        _set_device_rng_state(device, tensors.get("device_rng"))
+    try:
+        check_checkpoint(state)
+    except ValueError as exc:
+        raise PipelineError(f"cannot resume from this checkpoint: {exc}; start the job afresh"
+                            ) from None
+    model.load_state_dict(state["model"])  # copies into the parameters
+    # The optimizer would keep the tensors it is given: copies, so training never changes a
+    # state that the caller holds (resumed in memory, not from a file).
+    saved = state["optimizer"]
+    optimizer.load_state_dict({"param_groups": saved["param_groups"], "state": {
+        index: _cpu_copy(values) for index, values in saved["state"].items()}})
+    if scheduler is not None and state.get("scheduler") is not None:
+        scheduler.load_state_dict(state["scheduler"])
+    rng, values = state["rng"], state["progress"]
+    generator.set_state(rng["generator"])
+    torch.set_rng_state(rng["torch"])
+    if rng["device_type"] == device.type:  # another kind of device has another RNG
+        _set_device_rng_state(device, rng["device"])
+    best = state["best_model"]
     return _Progress(
-        epoch=int(state["epoch"]),
-        batch=int(state["batch"]),
-        permutation=tensors.get("permutation"),
-        loss_sum=float(values["loss_sum"]),
-        correct=int(values["correct"]),
-        seen=int(values["seen"]),
+        epoch=state["epoch"],
+        batch=state["batch"],
+        permutation=state["permutation"],
         best_model=None if best is None else {k: v.to(device) for k, v in best.items()},
-        best_epoch=int(values["best_epoch"]),
-        best_val_loss=float(values["best_val_loss"]),
-        patience_counter=int(values["patience_counter"]),
-        patience_best=float(values["patience_best"]),
-        stopped_early=bool(values["stopped_early"]),
-        history=json.loads(state["history"]),
-        train_seconds=float(values["train_seconds"]),
-        samples_seen=int(values["samples_seen"]),
+        history=list(state["history"]),
+        **{key: values[key] for key in _PROGRESS_TYPES},
     )
-
-
-# A checkpoint's tensors by name: "model/<key>", "best/<key>", "optimizer/<index>/<key>".
-def _state_tensors(model_state: Mapping[str, Tensor], optimizer: torch.optim.Optimizer,
-                   best: Mapping[str, Tensor] | None) -> tuple[dict[str, Tensor], dict]:
-    """The model's, the optimizer's and the best weights' tensors by name, and the optimizer's
-    state dict with its tensors left out (its plain values and parameter groups)."""
-    tensors = {f"model/{key}": value for key, value in model_state.items()}
-    saved = optimizer.state_dict()
-    plain: dict[int, dict[str, Any]] = {}
-    for index, per_parameter in saved["state"].items():
-        plain[index] = {}
-        for key, value in per_parameter.items():
-            if isinstance(value, Tensor):
-                tensors[f"optimizer/{index}/{key}"] = value
-            else:
-                plain[index][key] = value
-    if best is not None:
-        tensors.update({f"best/{key}": value for key, value in best.items()})
-    return tensors, {"state": plain, "param_groups": saved["param_groups"]}
-
-
-def _split_tensors(tensors: Mapping[str, Tensor], values: Mapping[str, Any]
-                   ) -> tuple[dict[str, Tensor], dict, dict[str, Tensor] | None]:
-    """The model's state dict, the optimizer's and the best weights (None before the first
-    epoch ended), put back together from :func:`_state_tensors`' names."""
-    model_state: dict[str, Tensor] = {}
-    best: dict[str, Tensor] = {}
-    # A copy: the values may be a live checkpoint's own (resumed in memory, not from a file).
-    optimizer_state = {"state": {index: dict(plain)
-                                 for index, plain in values["optimizer"]["state"].items()},
-                       "param_groups": values["optimizer"]["param_groups"]}
-    for name, tensor in tensors.items():
-        kind, _, key = name.partition("/")
-        if kind == "model":
-            model_state[key] = tensor
-        elif kind == "best":
-            best[key] = tensor
-        elif kind == "optimizer":
-            index, _, field = key.partition("/")
-            optimizer_state["state"][int(index)][field] = tensor
-    return model_state, optimizer_state, best if values["best"] else None

@@ -38,6 +38,9 @@ TIMINGS = {
     "KTRDR_FENCE_SECONDS": "3",
     "KTRDR_RESCAN_SECONDS": "0.2",
     "KTRDR_CANCEL_GRACE_SECONDS": "3",
+    # Several checkpoints an epoch (the default, 30 s, would take none before a test's
+    # SIGKILL): a job killed after epoch e has a checkpoint of epoch e to resume from.
+    "KTRDR_CHECKPOINT_SECONDS": "0.1",
 }
 EXPIRE_S = float(TIMINGS["KTRDR_EXPIRE_SECONDS"])
 START_TIMEOUT_S = 90.0  # importing torch in the daemon and its fork server, on a busy machine
@@ -157,15 +160,19 @@ class Site:
 
     def wait_training(self, job_id: str, min_epoch: int = 1, timeout: float = 120.0,
                       attempt: int | None = None) -> dict[str, Any]:
-        """Until progress.json says training, epoch >= ``min_epoch`` and a checkpoint exists."""
-        checkpoint = self.job_dir(job_id) / "checkpoint" / "state.ckpt"
+        """Until progress.json says training and a checkpoint holds ``min_epoch`` finished
+        epochs (it is read the way a worker reads it)."""
+        from ktrdr_daemon.worker import load_checkpoint  # torch: only the tests that wait
 
         def training() -> dict[str, Any] | None:
             p = self.progress(job_id)
             ok = (p.get("phase") == "training" and (p.get("epoch") or 0) >= min_epoch
-                  and p.get("state") == "running" and checkpoint.is_file()
+                  and p.get("state") == "running"
                   and (attempt is None or p.get("attempt") == attempt))
-            return p if ok else None
+            if not ok:
+                return None
+            state = load_checkpoint(self.job_dir(job_id))
+            return p if state is not None and state["epoch"] >= min_epoch else None
 
         return self.wait(f"{job_id} training epoch >= {min_epoch}", training, timeout, job_id)
 

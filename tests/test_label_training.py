@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
-from pipeline.checkpoint import unpack
+from pipeline.checkpoint import IntervalCheckpoint
 from pipeline.dataset import SymbolData, build_dataset
 from pipeline.errors import HandedBack
 from pipeline.evaluate import evaluate_model
@@ -150,9 +150,10 @@ def test_weighted_draws_follow_the_weights_and_resume_bit_for_bit() -> None:
     seed_everything(0)
     with pytest.raises(HandedBack):
         train_model(build_mlp(5, [8], 0.0, "relu"), X[:150], y[:150], X[150:], y[150:], config,
-                    device=CPU, stop=After(13), on_checkpoint=handed.append,
+                    device=CPU, stop=After(13),
+                    checkpoints=IntervalCheckpoint(handed.append, 3600.0),
                     sample_weights=weights[:150])
-    draw = unpack(handed[-1]["state"])[0]["permutation"]
+    draw = handed[-1]["permutation"]  # the hand-back's state
     assert len(draw) == 150 and int(draw.max()) < 50 and len(set(draw.tolist())) < 50
 
     seed_everything(0)

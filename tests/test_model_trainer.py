@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline.checkpoint import from_bytes, to_bytes, unpack
+from pipeline.checkpoint import IntervalCheckpoint, from_bytes, to_bytes
 from pipeline.device import describe_device, select_device
 from pipeline.errors import Cancelled, HandedBack, PipelineError
 from pipeline.model import MLP, build_mlp
@@ -60,15 +60,33 @@ class StopAfter:
         return self.why if self.calls > self.k else None
 
 
-def checkpointed_model(state: dict) -> dict:
-    """The model's weights in a checkpoint (pipeline.trainer names them model/<key>)."""
-    tensors, _ = unpack(state["state"])
-    return {k.removeprefix("model/"): v for k, v in tensors.items() if k.startswith("model/")}
-
-
 def roundtrip(state: dict) -> dict:
-    """Exactly what a worker does: to bytes (a JSON header and raw tensors) and back."""
+    """Exactly what a worker does: to bytes (torch.save) and back (weights_only)."""
     return from_bytes(to_bytes(state))
+
+
+def every_batch(states: list[dict]) -> IntervalCheckpoint:
+    """The checkpoint policy with no interval: a state after every batch and at the end."""
+    return IntervalCheckpoint(states.append, 0.0)
+
+
+def only_when_forced(states: list[dict]) -> IntervalCheckpoint:
+    """The policy with an interval no test reaches: hand-back and end only."""
+    return IntervalCheckpoint(states.append, 3600.0)
+
+
+class FakeClock:
+    """Seconds that pass one per trained batch (advanced by the batch events)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def on_event(self, event: dict) -> None:
+        if event["type"] == "batch":
+            self.now += 1.0
 
 
 # -- model and device ---------------------------------------------------------------------
@@ -173,12 +191,14 @@ def test_best_weights_are_restored_not_the_last() -> None:
     model = fresh_model(hidden=(128,), dropout=0.0)
     snapshots: list[dict] = []
     config = TrainingConfig(epochs=25, batch_size=16, learning_rate=0.01, seed=1)
-    result = train_model(model, *data, config, device=CPU, on_checkpoint=snapshots.append)
+    result = train_model(model, *data, config, device=CPU, checkpoints=every_batch(snapshots))
     losses = [h["val_loss"] for h in result.history]
     assert result.best_epoch == losses.index(min(losses)) + 1 < len(losses)
     assert result.best_val_loss == min(losses) < losses[-1]
-    best = checkpointed_model(snapshots[result.best_epoch - 1])
-    last = checkpointed_model(snapshots[-1])
+    epoch_ends = {s["epoch"]: s for s in snapshots if s["batch"] == 0}
+    assert sorted(epoch_ends) == list(range(1, 26))
+    best = epoch_ends[result.best_epoch]["model"]
+    last = snapshots[-1]["model"]
     state = model.state_dict()
     assert all(torch.equal(state[k], best[k]) for k in state)
     assert not all(torch.equal(state[k], last[k]) for k in state)
@@ -204,11 +224,11 @@ def test_cancel_stops_within_one_batch_without_checkpoint() -> None:
     with pytest.raises(Cancelled):
         train_model(
             fresh_model(), *make_data(), TrainingConfig(3, 32, 0.005), device=CPU,
-            on_event=events.append, stop=stop, on_checkpoint=checkpoints.append,
+            on_event=events.append, stop=stop, checkpoints=only_when_forced(checkpoints),
             batch_event_interval=0.0,
         )  # fmt: skip
     assert [e["batch"] for e in events if e["type"] == "batch"] == [1, 2, 3, 4, 5]
-    assert checkpoints == []
+    assert checkpoints == []  # a cancel is no hand-back: nothing to resume
 
 
 @pytest.mark.parametrize("k", [3, 15, 17, 31])  # 15 batches per epoch: mid, end, mid, mid
@@ -222,8 +242,9 @@ def test_handback_and_resume_is_bit_identical(k: int) -> None:
     with pytest.raises(HandedBack):
         train_model(
             fresh_model(), *data, config, device=CPU, stop=StopAfter(k, "handback"),
-            on_checkpoint=handed.append,
+            checkpoints=only_when_forced(handed),
         )  # fmt: skip
+    assert len(handed) == 1  # the hand-back's, whatever the interval
     state = roundtrip(handed[-1])
     assert (state["epoch"], state["batch"]) == divmod(k, 15)
 
@@ -236,17 +257,41 @@ def test_handback_and_resume_is_bit_identical(k: int) -> None:
     assert strip == [{k: v for k, v in h.items() if k != "duration"} for h in expected.history]
 
 
+def test_checkpoints_at_most_every_interval_and_at_the_end_and_resume_from_one() -> None:
+    """The interval counts from the first batch's end and from each save, checked after every
+    batch (an epoch's end included); the end of training always saves. A state taken mid-run
+    by the interval resumes to the same weights as the run that was never stopped."""
+    data = make_data()  # 15 batches an epoch
+    config = TrainingConfig(epochs=3, batch_size=32, learning_rate=0.005, seed=3)
+    clock, states = FakeClock(), []
+    reference = fresh_model()
+    train_model(reference, *data, config, device=CPU, on_event=clock.on_event,
+                batch_event_interval=0.0,
+                checkpoints=IntervalCheckpoint(states.append, 10.0, clock=clock))
+    # After batches 1, 11, 21, 31, 41 of 45 in all: batch 1 starts the clock, then one every
+    # 10; the epoch ends (batches 15 and 30) fall between; the end of training always.
+    assert [(s["epoch"], s["batch"]) for s in states] == [(0, 11), (1, 6), (2, 1), (2, 11),
+                                                           (3, 0)]
+    state = roundtrip(states[1])  # mid-epoch 2, as a SIGKILL right after it would leave it
+    seed_everything(99)
+    resumed = build_mlp(8, [16, 8], 0.2, "relu")
+    result = train_model(resumed, *data, config, device=CPU, resume=state)
+    assert weights_equal(reference, resumed)
+    assert [h["epoch"] for h in result.history] == [1, 2, 3]
+
+
 def test_resume_from_epoch_end_checkpoint(tmp_path: Path) -> None:
     data = make_data()
     config = TrainingConfig(4, 64, 0.005, early_stopping={"patience": 5, "min_delta": 0.0})
     reference = fresh_model()
     checkpoints: list[dict] = []
-    train_model(reference, *data, config, device=CPU, on_checkpoint=checkpoints.append)
-    path = tmp_path / "state.ckpt"
-    path.write_bytes(to_bytes(checkpoints[1]))  # after epoch 2
+    train_model(reference, *data, config, device=CPU, checkpoints=every_batch(checkpoints))
+    (after_two,) = [c for c in checkpoints if (c["epoch"], c["batch"]) == (2, 0)]
+    path = tmp_path / "last.pt"
+    path.write_bytes(to_bytes(after_two))
     state = from_bytes(path.read_bytes())
     assert state["epoch"] == 2 and state["batch"] == 0
-    assert "permutation" not in unpack(state["state"])[0]  # drawn afresh at the next epoch
+    assert state["permutation"] is None  # drawn afresh at the next epoch
     resumed = fresh_model()
     train_model(resumed, *data, config, device=CPU, resume=state)
     assert weights_equal(reference, resumed)

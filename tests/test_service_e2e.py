@@ -200,7 +200,7 @@ def test_a_systemd_stop_hands_the_job_back_and_another_daemon_resumes_it(
     assert worker not in left and process_gone(worker), (worker, left)
     end = site.attempt_end(job_id, 1)
     assert end is not None and end["counts"] is False, site.explain(job_id)
-    assert (site.job_dir(job_id) / "checkpoint" / "state.ckpt").is_file()
+    assert (site.job_dir(job_id) / "checkpoint" / "last.pt").is_file()
     assert not (site.spool / "daemons" / "e2e-first.json").exists()
     stopped_s = time.monotonic() - began
 

@@ -66,6 +66,14 @@ def test_a_config_file_that_is_not_a_mapping_is_an_error(tmp_path: Path) -> None
         load_settings(env={}, config_file=config)
 
 
+@pytest.mark.parametrize("value", ["-1", "nan"])
+def test_a_checkpoint_interval_below_zero_or_nan_is_an_error(value: str) -> None:
+    with pytest.raises(SystemExit, match="checkpoint_seconds"):
+        load_settings(env={"KTRDR_CHECKPOINT_SECONDS": value}, config_file=Path("/nonexistent"))
+    assert load_settings(env={"KTRDR_CHECKPOINT_SECONDS": "0"},
+                         config_file=Path("/nonexistent")).checkpoint_seconds == 0
+
+
 def test_the_shipped_config_lists_every_setting_with_its_default() -> None:
     # Keeps config/daemon.yaml the one page of documentation for every setting.
     raw = yaml.safe_load(SHIPPED.read_text())

@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline.checkpoint import from_bytes, to_bytes
+from pipeline.checkpoint import IntervalCheckpoint, from_bytes, to_bytes
 from pipeline.errors import HandedBack, PipelineError
 from pipeline.model import build_mlp
 from pipeline.optimization import build_optimizer
@@ -158,7 +158,7 @@ def test_handback_and_resume_keeps_scheduler_and_momentum(scheduler: dict) -> No
     handed: list[dict] = []
     with pytest.raises(HandedBack):
         train_model(fresh(), *data, config, device=CPU, stop=StopAfter(45),
-                    on_checkpoint=handed.append)
+                    checkpoints=IntervalCheckpoint(handed.append, 3600.0))
     state = from_bytes(to_bytes(handed[-1]))  # as a worker writes and reads it
     seed_everything(99)
     resumed = build_mlp(6, [16, 8], 0.1, "relu")
