@@ -10,6 +10,7 @@ successful beat.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import multiprocessing as mp
 import os
@@ -17,7 +18,7 @@ import signal
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from multiprocessing import forkserver
 from multiprocessing.connection import Connection, wait
@@ -26,6 +27,7 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
+from ktrdr_daemon import publication
 from ktrdr_daemon import spool as sp
 from ktrdr_daemon import worker as wk
 from ktrdr_daemon.notify import sd_notify
@@ -39,6 +41,7 @@ from pipeline.errors import PipelineError
 log = logging.getLogger("ktrdr_daemon")
 
 HANDBACK_TIMEOUT_S = 6.0  # SIGTERM -> exit within 10 s (spec 6): 4 s left for the rest
+EXIT_LOOP_DIED = 70  # EX_SOFTWARE: the loop hit a bug; its traceback is in the log
 
 
 @dataclass
@@ -78,39 +81,82 @@ class Daemon:
         self.first_seen: dict[str, float] = {}  # job id -> when this daemon first saw it queued
         self.live_daemons: list[dict[str, Any]] = []
         self.spare: tuple[Any, Connection] | None = None  # a worker forked ahead, and its pipe
+        self._errors: dict[str, str] = {}  # the last error of each isolated step (log once)
 
     # -- start and stop --------------------------------------------------------------------
     def serve(self) -> int:
-        """Run until SIGTERM/SIGINT (or, with ``once``, until nothing is left to do)."""
+        """Run until SIGTERM/SIGINT (or, with ``once``, until nothing is left to do).
+
+        Every step of a rescan is isolated (:meth:`_isolated`); should the loop itself die, the
+        daemon hands its jobs back and exits non-zero rather than living on as a heartbeat
+        that serves nothing (a service manager restarts it)."""
         instance_lock = self._single_instance()
         try:
             self._start()
             while not self.stopping:
                 self.wake.wait(self.settings.rescan_seconds)
                 self.wake.clear()
-                try:
-                    self.rescan()
-                except OSError as exc:  # a full or flaky disk: what failed is retried next pass
-                    log.warning("rescan failed, retrying: %s", exc)
+                self.rescan()
                 if self.once and self._idle():
                     break
                 self._keep_spare()
             return self._shutdown()
+        except Exception:
+            log.exception("the daemon's loop died; handing jobs back and exiting")
+            self.stopping = True
+            try:
+                self._shutdown()
+            except Exception:
+                log.exception("the shutdown failed too; killing the workers")
+                self._kill_workers()
+            return EXIT_LOOP_DIED
         finally:
             instance_lock.release()
 
     def _single_instance(self) -> FileLock:
-        """A local lock (never on the shared spool): a second copy of this id exits clearly."""
+        """One daemon per identity: a daemon id on one spool (spec 3.8).
+
+        A local lock (never on the shared spool) named for the id and the spool's real path
+        makes a second copy exit clearly, and daemons on other spools never conflict. The lock
+        lives in XDG_RUNTIME_DIR, which two shells may set differently: so the spool is asked
+        too, and a live heartbeat of this id from another process refuses the start."""
         folder = Path(os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()) / "ktrdr-daemon"
         folder.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(folder / f"{self.daemon_id}.lock")
+        spool_key = hashlib.sha256(os.fsencode(os.path.realpath(self.spool.root))).hexdigest()
+        lock = FileLock(folder / f"{self.daemon_id}.{spool_key[:16]}.lock")
         try:
             lock.acquire(timeout=0)
         except Timeout:
             raise AlreadyRunning(
-                f"daemon {self.daemon_id!r} is already running on this host "
-                f"(lock {lock.lock_file}); give this one another --daemon-id") from None
+                f"daemon {self.daemon_id!r} is already running on this host for "
+                f"{self.spool.root} (lock {lock.lock_file}); give this one another "
+                "--daemon-id") from None
+        try:
+            self._refuse_live_twin()
+        except BaseException:
+            lock.release()
+            raise
         return lock
+
+    def _refuse_live_twin(self) -> None:
+        """Exit when ``daemons/<id>.json`` belongs to another live process: on this host its
+        pid says so at once; from another host, its counter changing over two heartbeats."""
+        path = self.spool.daemons / f"{self.daemon_id}.json"
+        record = sp._read_json(path)
+        if record is None or record.get("pid") == os.getpid():
+            return
+        judge = sp.LivenessJudge(sp.DaemonIdentity.current(self.daemon_id), float("inf"))
+        if judge.same_host(record):
+            alive = judge.death("twin", record, None) is None
+        else:
+            time.sleep(2.5 * self.settings.heartbeat_seconds)
+            later = sp._read_json(path) or {}
+            alive = later.get("beat") != record.get("beat")
+        if alive:
+            raise AlreadyRunning(
+                f"daemon {self.daemon_id!r} is already serving {self.spool.root} "
+                f"(pid {record.get('pid')} on {record.get('host')}); give this one another "
+                "--daemon-id")
 
     def _start(self) -> None:
         self.spool.ensure_layout()
@@ -197,7 +243,8 @@ class Daemon:
             log.warning("%s: worker did not hand back in time; killed", job_id)
             run.process.kill()
             run.process.join()
-            run.claim.hand_back("killed during hand-back; resumes from the last checkpoint")
+            with self._isolated(job_id, "hand back"):
+                run.claim.hand_back("killed during hand-back; resumes from the last checkpoint")
             self._forget(job_id)
         self.watcher.stop()
         self.heartbeats_done.set()
@@ -207,57 +254,104 @@ class Daemon:
 
     # -- the rescan: the truth -------------------------------------------------------------
     def rescan(self) -> None:
-        self.watcher.ensure_alive()
-        self.accept_drops()
-        folders = sp.scan_jobs(self.spool)  # one listing per rescan, shared by every pass
-        for job_id in self.incoming.recover_unaccepted(self._validate, folders):
-            self._mirror_if_ended(job_id)
+        """One pass; each step (and, inside, each job) is isolated: a bad file or a vanished
+        folder costs that job a logged error, never the loop."""
+        folders: list[sp.JobFolder] = []
+        with self._isolated("spool", "layout"):
+            self.spool.ensure_layout()  # a folder removed by hand is re-created, not fatal
+            self.watcher.ensure_alive()
+        with self._isolated("incoming", "accept"):
+            self.accept_drops()
+        with self._isolated("jobs", "scan"):
+            folders = sp.scan_jobs(self.spool)  # one listing per rescan, shared by every pass
+            for job_id in self.incoming.recover_unaccepted(self._validate, folders):
+                self._mirror_if_ended(job_id)
         if self.slurm is not None:
-            self.slurm.poll({job_id: run.process for job_id, run in self.running.items()})
+            with self._isolated("slurm", "poll"):
+                self.slurm.poll({job_id: run.process for job_id, run in self.running.items()})
         self.reap()
         # Mode matching needs the live daemons as they are now: a GPU daemon that started a
         # moment before a drop takes its auto job (a few small files: well under a millisecond).
-        self.live_daemons = sp.read_daemons(self.spool, self.judge)
+        with self._isolated("daemons", "read"):
+            self.live_daemons = sp.read_daemons(self.spool, self.judge)
         if not self.stopping:
-            self.claim_jobs(folders)
-        self.reclaim_dead(folders)
+            with self._isolated("queue", "claim"):
+                self.claim_jobs(folders)
+        with self._isolated("jobs", "reclaim"):
+            self.reclaim_dead(folders)
         self.enforce_cancels()
 
+    @contextlib.contextmanager
+    def _isolated(self, subject: str, step: str) -> Iterator[None]:
+        """Run one step for one subject (a job id, or a pass); an error is logged (its traceback
+        once per distinct error) and the loop goes on; the step is retried next rescan."""
+        try:
+            yield
+        except Exception as exc:
+            key, text = f"{subject}:{step}", f"{type(exc).__name__}: {exc}"
+            if self._errors.get(key) != text:
+                self._errors[key] = text
+                log.exception("%s: %s failed; retried at the next rescan", subject, step)
+            else:
+                log.warning("%s: %s failed again: %s", subject, step, text)
+
     def accept_drops(self) -> None:
-        fast = self.watcher.take_completed()  # moved-in or closed-after-write: complete now
+        fast = self.watcher.take_completed()  # renamed in: complete now
         for drop in sorted(set(self.incoming.complete_drops(wait=False)) | fast):
             if not os.path.lexists(drop):  # a symlink drop may dangle: it still ends failed
                 continue
-            job_id = sp.accept_drop(self.spool, drop, self._validate)
-            if job_id:
-                self._mirror_if_ended(job_id)
+            with self._isolated(drop.name, "accept"):
+                job_id = sp.accept_drop(self.spool, drop, self._validate)
+                if job_id:
+                    self._mirror_if_ended(job_id)
 
     def _validate(self, body: dict[str, Any], source: str) -> tuple[dict[str, Any], list[str]]:
         return validate_job(body, source, self.settings)
 
     def reap(self) -> None:
-        """Collect finished workers; a crash fails that attempt only (it counts)."""
+        """Collect finished workers; a crash fails that attempt only (it counts). An attempt
+        that ended without a result may have published: it is settled at once."""
         for job_id, run in list(self.running.items()):
             if run.process.is_alive():
                 continue
             run.process.join()
-            code = run.process.exitcode
-            if code == wk.EXIT_HANDED_BACK:
-                self.counters["handed_back"] += 1
-            elif code in (wk.EXIT_DONE, wk.EXIT_FENCED):
-                result = sp.read_result(self.spool, job_id) or {}
-                state = result.get("state")
-                if state in self.counters:
-                    self.counters[state] += 1
-                if code == wk.EXIT_FENCED:
-                    run.claim.abandon("the worker lost its claim (fenced)")
-            else:
-                self.counters["crashed"] += 1
-                reason = f"the worker {describe_exit(code)}"
-                log.warning("%s: attempt %d failed: %s", job_id, run.claim.attempt, reason)
-                run.claim.abandon(reason)
-                _append_log(self.spool, job_id, f"[attempt {run.claim.attempt} failed] {reason}")
-            self._forget(job_id)
+            try:
+                with self._isolated(job_id, "reap"):
+                    self._reap_one(job_id, run)
+            finally:
+                self._forget(job_id)
+
+    def _reap_one(self, job_id: str, run: Running) -> None:
+        code = run.process.exitcode
+        if code == wk.EXIT_HANDED_BACK:
+            self.counters["handed_back"] += 1
+            return
+        if code in (wk.EXIT_DONE, wk.EXIT_FENCED):
+            state = (sp.read_result(self.spool, job_id) or {}).get("state")
+            if state in self.counters:
+                self.counters[state] += 1
+            if code == wk.EXIT_FENCED:
+                run.claim.abandon("the worker lost its claim (fenced)")
+        else:
+            self.counters["crashed"] += 1
+            reason = f"the worker {describe_exit(code)}"
+            log.warning("%s: attempt %d failed: %s", job_id, run.claim.attempt, reason)
+            if isinstance(run.process.pid, int):
+                publication.remove_staging_of(self.settings.models, run.process.pid)
+            run.claim.abandon(reason)
+            _append_log(self.spool, job_id, f"[attempt {run.claim.attempt} failed] {reason}")
+        if sp.read_result(self.spool, job_id) is None:
+            self._settle(job_id)
+
+    def _settle(self, job_id: str) -> None:
+        """Publish, then result: finish what an ended attempt left (publication.settle)."""
+        if not sp.publish_intents(self.spool, job_id) and not sp.is_cancel_requested(
+                self.spool, job_id):
+            return
+        state = publication.settle(self.spool, job_id)
+        if state != "queued":
+            log.info("%s: settled after its attempt ended: %s", job_id, state)
+        self._mirror_if_ended(job_id)
 
     def reclaim_dead(self, folders: list[sp.JobFolder] | None = None) -> None:
         """End attempts of dead owners (at once when provably dead, else after T_expire)."""
@@ -265,60 +359,78 @@ class Daemon:
             if found.job_id in self.running:
                 continue
             reclaim = self.slurm.reclaim if self.slurm is not None else sp.reclaim
-            if reclaim(self.spool, found, self.me):
-                log.info("%s: reclaimed attempt %d (%s)", found.job_id, found.attempt,
-                         found.reason)
-                _append_log(self.spool, found.job_id,
-                            f"[attempt {found.attempt} reclaimed by {self.daemon_id}] "
-                            f"{found.reason}")
-                self.wake.set()
+            with self._isolated(found.job_id, "reclaim"):
+                if reclaim(self.spool, found, self.me):
+                    log.info("%s: reclaimed attempt %d (%s)", found.job_id, found.attempt,
+                             found.reason)
+                    _append_log(self.spool, found.job_id,
+                                f"[attempt {found.attempt} reclaimed by {self.daemon_id}] "
+                                f"{found.reason}")
+                    self._settle(found.job_id)
+                    self.wake.set()
 
     def enforce_cancels(self) -> None:
-        """A running job stops itself at the next batch; one that ignores it is killed."""
+        """A running job stops itself at the next batch; one that ignores it is killed, and
+        settled like any attempt that ended without a result (its version, if any, withdrawn)."""
         now = time.monotonic()
         for job_id, run in list(self.running.items()):
-            if not sp.is_cancel_requested(self.spool, job_id):
-                continue
-            run.cancel_seen = run.cancel_seen or now
-            if now - run.cancel_seen >= self.settings.cancel_grace_seconds:
+            with self._isolated(job_id, "cancel"):
+                if not sp.is_cancel_requested(self.spool, job_id):
+                    continue
+                run.cancel_seen = run.cancel_seen or now
+                if now - run.cancel_seen < self.settings.cancel_grace_seconds:
+                    continue
                 log.warning("%s: ignored the cancel for %.1f s; killed", job_id,
                             now - run.cancel_seen)
                 run.process.kill()
                 run.process.join()
-                sp.write_result(self.spool, job_id, "cancelled", run.claim,
-                                note="killed after the cancel grace period")
                 self._forget(job_id)
-                self._mirror_if_ended(job_id)
+                if isinstance(run.process.pid, int):
+                    publication.remove_staging_of(self.settings.models, run.process.pid)
+                run.claim.abandon("killed after the cancel grace period")
+                self._settle(job_id)
 
     def claim_jobs(self, folders: list[sp.JobFolder] | None = None) -> None:
         free = self.settings.slots - len(self.running)
         for info in sp.queued_jobs(self.spool, folders):  # no file read per job: 10,000 may wait
-            job_id = info.id
-            # A cancelled queued job ends now, however busy this daemon is and whichever
-            # daemon it waits for: it must not wait for a slot only to be never started.
-            if info.cancel_requested and sp.finish_cancelled(self.spool, job_id):
-                self._mirror_if_ended(job_id)
+            if info.id in self.running:
                 continue
-            if free <= 0 or job_id in self.running:
-                continue
-            note = self._match(job_id, {"execution": info.execution})
-            if note is False:
-                continue
-            claim = sp.try_claim(self.spool, job_id, self.me, t_fence=self.settings.fence_seconds)
-            if claim is None:
-                self._mirror_if_ended(job_id)
-                continue
-            if isinstance(note, str):
-                _append_log(self.spool, job_id, note)
-            self._start_worker(job_id, claim)
-            free -= 1
+            with self._isolated(info.id, "claim"):
+                if self._claim_one(info, free):
+                    free -= 1
+
+    def _claim_one(self, info: sp.JobInfo, free: int) -> bool:
+        """Decide one queued job; True when a worker was started for it. What ends a job without
+        running it (a broken job.yaml, a cancel, no GPU daemon for a GPU job, an unsettled
+        publish) is done here whatever the free slots: no job waits for a slot only to end."""
+        job_id = info.id
+        if info.broken:
+            self._fail(job_id, info.broken, where="job.yaml")
+            return False
+        if info.unsettled:
+            self._settle(job_id)
+            return False
+        if info.cancel_requested and sp.finish_cancelled(self.spool, job_id):
+            self._mirror_if_ended(job_id)
+            return False
+        note = self._match(job_id, {"execution": info.execution})
+        if note is False or free <= 0:
+            return False
+        claim = sp.try_claim(self.spool, job_id, self.me, t_fence=self.settings.fence_seconds)
+        if claim is None:
+            self._mirror_if_ended(job_id)
+            return False
+        if isinstance(note, str):
+            _append_log(self.spool, job_id, note)
+        self._start_worker(job_id, claim)
+        return True
 
     # -- which daemon runs which job (spec 4) -----------------------------------------------
     def _match(self, job_id: str, job: dict[str, Any]) -> bool | str:
         """True or a log note to claim; False to leave the job to another daemon."""
         execution = job.get("execution") or {}
         mode = execution.get("mode", "auto")
-        wants_gpu = mode == "gpu" or bool(execution.get("require_gpu"))
+        wants_gpu = sp.wants_gpu(execution) is not None
         if self.is_gpu:
             return mode != "local"
         if mode == "local":
@@ -339,9 +451,10 @@ class Daemon:
         reason = "no GPU daemon alive" if not gpus else "every GPU daemon is busy"
         return f"running on CPU: {reason}"
 
-    def _fail(self, job_id: str, message: str) -> None:
+    def _fail(self, job_id: str, message: str, where: str = "scheduling") -> None:
         if sp.write_result(self.spool, job_id, "failed",
-                           error={"message": message, "where": "scheduling"}):
+                           error={"message": message, "where": where}):
+            log.warning("%s: failed: %s", job_id, message)
             self._mirror_if_ended(job_id)
 
     # -- workers -----------------------------------------------------------------------------
@@ -471,6 +584,12 @@ class Daemon:
             if job is not None and self._match(job_id, job) is not False:
                 return False
         return True
+
+    def _kill_workers(self) -> None:
+        """The last resort when the shutdown itself failed: no worker outlives its daemon."""
+        for run in list(self.running.values()):
+            with contextlib.suppress(Exception):
+                run.process.kill()
 
     def _mirror_if_ended(self, job_id: str) -> None:
         result = sp.read_result(self.spool, job_id)

@@ -62,7 +62,9 @@ TERMINAL: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
 HEARTBEAT_S = 2.0  # an owner rewrites its counter this often (spec 3.2)
 T_EXPIRE_S = 30.0  # a counter unchanged this long on the reader's clock is a dead owner (3.3)
 T_FENCE_S = 15.0  # an owner that could not beat this long stops and publishes nothing (3.4)
-DROP_SETTLE_S = 0.08  # a drop unchanged this long between two looks is complete (section 2)
+# A drop not renamed in is complete once unchanged (inode, size, mtime) this long: a plain copy
+# or an `echo >>` sequence with short pauses passes; closing a file proves nothing (section 2).
+DROP_SETTLE_S = 1.0
 # A stem folder without its drop is taken for another daemon's acceptance in flight this long:
 # mkdir then rename is microseconds, but a starved process may sit between them for a second.
 ACCEPT_RACE_S = 2.0
@@ -78,7 +80,7 @@ IGNORED_SUFFIXES = (".tmp", ".part", ".swp", "~")
 DROP_SUFFIXES = (".yaml", ".yml")
 # The spec's [A-Za-z0-9_.-]{1,64}, less a leading "." (hidden) or "-" (read as a CLI option).
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
-_ATTEMPT_FILE = re.compile(r"(\d{1,9})\.(claim|beat|end)")
+_ATTEMPT_FILE = re.compile(r"(\d{1,9})\.(claim|beat|end|publish)")
 _RETRY_FILE = re.compile(r"retry\.(\d{1,9})\.(\d{1,9})\.json")
 
 #: ``validate(mapping, filename) -> (normalized mapping, warnings)``; raises with a message
@@ -160,7 +162,13 @@ def fsync_dir(folder: Path) -> None:
 def _write_temp(tmp_dir: Path, name: str, data: bytes, durable: bool = True) -> Path:
     """Write ``data`` to a fresh private file in ``tmp_dir`` (same filesystem), flushed to disk."""
     temp = tmp_dir / f"{name}.{os.getpid()}.{secrets.token_hex(6)}"
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileNotFoundError:
+        # tmp/ was removed under us (by hand, or a too eager cleanup): the folders the protocol
+        # needs are re-created where they are missing, never a reason to stop publishing.
+        tmp_dir.mkdir(exist_ok=True)
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
         view = memoryview(data)
         while view:
@@ -210,6 +218,46 @@ def publish_exclusive(tmp_dir: Path, path: Path, data: bytes) -> bool:
         return True
     finally:
         temp.unlink(missing_ok=True)
+
+
+def _renameat2() -> Callable[..., int] | None:
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        function = libc.renameat2
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
+                         ctypes.c_uint]
+    return function
+
+
+_RENAMEAT2 = _renameat2()
+_AT_FDCWD, _RENAME_NOREPLACE = -100, 1
+
+
+def _drop_exclusive(spool: Spool, path: Path, data: bytes) -> bool:
+    """Publish a drop into ``incoming/`` only if its name is free; True when it is ours.
+
+    A rename that does not replace (Linux ``renameat2``) is what the daemon's watcher knows
+    complete at once; where there is none, a ``link()`` (then the settle rule applies)."""
+    if _RENAMEAT2 is None:
+        return publish_exclusive(spool.tmp, path, data)
+    import ctypes
+
+    temp = _write_temp(spool.tmp, path.name, data)
+    try:
+        if _RENAMEAT2(_AT_FDCWD, os.fsencode(temp), _AT_FDCWD, os.fsencode(path),
+                      _RENAME_NOREPLACE) == 0:
+            fsync_dir(path.parent)
+            return True
+        error = ctypes.get_errno()
+        if error == errno.EEXIST:
+            return False
+    finally:
+        temp.unlink(missing_ok=True)
+    return publish_exclusive(spool.tmp, path, data)  # EINVAL, ENOSYS: no such rename here
 
 
 def _json_bytes(obj: dict[str, Any]) -> bytes:
@@ -343,6 +391,16 @@ def _spool_keys(doc: dict[str, Any], source: str) -> tuple[int, dict[str, Any]]:
     return priority, execution
 
 
+def wants_gpu(execution: dict[str, Any]) -> str | None:
+    """Why a job must run on a GPU (``mode is gpu`` or ``require_gpu is set``), or None: the one
+    rule that ``submit`` checks before dropping and a CPU daemon before failing the job fast."""
+    if execution.get("mode") in ("gpu", "host"):
+        return "mode is gpu"
+    if execution.get("require_gpu") is True:
+        return "require_gpu is set"
+    return None
+
+
 def parse_drop(data: bytes, source: str) -> tuple[dict[str, Any], int, dict[str, Any]]:
     """A dropped file's (body, priority, execution): what ``submit`` checks before dropping it
     and what acceptance checks after. Raises :class:`JobFileError`."""
@@ -362,11 +420,12 @@ def is_ignored_name(name: str) -> bool:
 class Incoming:
     """``incoming/`` as one daemon sees it, remembering what it saw to tell complete drops.
 
-    Rule: a drop is complete when its inode, size and mtime are unchanged between two looks at
-    least :data:`DROP_SETTLE_S` apart on this process's clock. A file renamed in (the recommended
-    way) is stable from the start, so it is taken within one settle time; a plain copy is taken
-    once it stops growing. A copy that stalls longer than the settle time may be taken early:
-    it then fails validation visibly rather than vanishing. Directories and FIFOs are left alone.
+    Rule: a drop is complete when it was renamed in (the watcher's move event, handed to
+    :func:`accept_drop` directly) or when its inode, size and mtime are unchanged between two
+    looks at least :data:`DROP_SETTLE_S` apart on this process's clock; a plain copy is taken
+    once it stops growing. A writer that pauses longer than that may be taken early: the drop
+    then fails visibly (finish_accept sees it grow) rather than vanishing. Every entry counts,
+    whatever its type (a FIFO, a socket, a directory named ``x.yaml``): each gets an outcome.
     """
 
     def __init__(
@@ -389,8 +448,8 @@ class Incoming:
                 st = entry.stat(follow_symlinks=False)
             except FileNotFoundError:
                 continue  # taken by another daemon since the listing
-            if not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
-                continue
+            if stat.S_ISDIR(st.st_mode) and not entry.name.lower().endswith(DROP_SUFFIXES):
+                continue  # a folder of the user's (a staging area): only x.yaml/ is a drop
             present.add(entry.name)
             signature = (st.st_ino, st.st_size, st.st_mtime_ns)
             seen = self._seen.get(entry.name)
@@ -493,23 +552,54 @@ def accept_drop(spool: Spool, drop: Path, validate: Validate | None = None) -> s
        that leaves a folder with only ``submitted.yaml``, which
        :meth:`Incoming.recover_unaccepted` finishes.
     """
-    job_id = _make_job_dir(spool, drop)
-    if job_id is None:
-        return None
-    job_dir = spool.jobs / job_id
-    try:
-        os.rename(drop, job_dir / SUBMITTED)
-    except FileNotFoundError:
-        os.rmdir(job_dir)
-        return None
+    while True:
+        job_id = _make_job_dir(spool, drop)
+        if job_id is None:
+            return None
+        job_dir = spool.jobs / job_id
+        try:
+            os.rename(drop, job_dir / SUBMITTED)
+            break
+        except FileNotFoundError:
+            if os.path.lexists(drop):
+                continue  # our fresh, empty folder was removed (clean): make another
+            with contextlib.suppress(OSError):
+                os.rmdir(job_dir)
+            return None
     fsync_dir(job_dir)
     fsync_dir(spool.incoming)
+    _own_copy(spool, job_dir / SUBMITTED)
     if not drop.name.lower().endswith(DROP_SUFFIXES):
         message = f"{drop.name}: only .yaml or .yml files are accepted; rename it and drop again"
         write_result(spool, job_id, "failed", error={"message": message, "where": "validation"})
     else:
         finish_accept(spool, job_id, validate, source=drop.name)
     return job_id
+
+
+def _own_copy(spool: Spool, submitted: Path) -> None:
+    """A hard-linked drop is the user's file under a second name: edits to it would keep
+    changing the job. Replace it by a private copy of its bytes (the rename above already
+    decided who accepts it)."""
+    try:
+        st = os.lstat(submitted)
+        if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
+            data = _read_bounded(submitted, MAX_DROP_BYTES + 1)
+            atomic_write(spool.tmp, submitted, data)
+    except OSError:
+        pass  # unreadable: finish_accept says so in the job's failed result
+
+
+def _file_kind(path: Path) -> str | None:
+    """What a non-regular drop is, in words, or None for a regular file."""
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return None
+    kinds = ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISDIR, "a directory"),
+             (stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISSOCK, "a socket"),
+             (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+    return next((word for test, word in kinds if test(mode)), None)
 
 
 def finish_accept(
@@ -522,13 +612,17 @@ def finish_accept(
     job_dir = spool.job_dir(job_id)
     source = source or f"jobs/{job_id}/{SUBMITTED}"
     try:
+        if kind := _file_kind(job_dir / SUBMITTED):
+            raise JobFileError(source, [f"is {kind}, not a regular file; drop the file itself"])
         try:
             data = _read_bounded(job_dir / SUBMITTED, MAX_DROP_BYTES + 1)
         except OSError as error:
-            reason = "is a symbolic link" if error.errno == errno.ELOOP else error.strerror
-            problem = f"cannot be read: {reason}; drop the file itself"
-            raise JobFileError(source, [problem]) from None
+            raise JobFileError(source, [f"cannot be read: {error.strerror}"]) from None
         body, priority, execution = parse_drop(data, source)
+        if os.path.getsize(job_dir / SUBMITTED) != len(data):
+            raise JobFileError(source, [
+                f"was still being written when it was accepted (no change for "
+                f"{DROP_SETTLE_S:g} s, then it grew); write it beside incoming/ and rename it in"])
         body, warnings = validate(body, source) if validate else (body, [])
     except Exception as error:  # every drop gets an outcome, whatever the validator raised
         message = str(error) or type(error).__name__
@@ -542,6 +636,8 @@ def finish_accept(
         "source": source,
         "priority": priority,
         "execution": execution,
+        # This submission, unlike its name (reusable after `clean`): a model version records it.
+        "submission": secrets.token_hex(8),
     }
     for key, value in body.items():
         if key in job:
@@ -563,7 +659,7 @@ def submit_drop(spool: Spool, data: bytes, filename: str) -> str:
             continue
         if any(os.path.lexists(spool.incoming / (job_id + s)) for s in DROP_SUFFIXES):
             continue
-        if publish_exclusive(spool.tmp, spool.incoming / f"{job_id}.yaml", data):
+        if _drop_exclusive(spool, spool.incoming / f"{job_id}.yaml", data):
             return job_id
     raise AssertionError("unreachable")  # pragma: no cover
 
@@ -688,6 +784,7 @@ class _Attempts:
 
     claims: set[int] = field(default_factory=set)
     ends: set[int] = field(default_factory=set)
+    publishes: set[int] = field(default_factory=set)  # attempts that may have published
     retries: list[tuple[int, int]] = field(default_factory=list)  # (first attempt, seq)
 
     @classmethod
@@ -700,6 +797,8 @@ class _Attempts:
                     found.claims.add(n)
                 elif kind == "end":
                     found.ends.add(n)
+                elif kind == "publish":
+                    found.publishes.add(n)
             elif match := _RETRY_FILE.fullmatch(name):
                 found.retries.append((int(match[1]), int(match[2])))
         return found
@@ -728,6 +827,7 @@ _Cache = dict[str, tuple[tuple[int, int], dict[str, Any]]]
 _job_cache: _Cache = {}
 _header_cache: _Cache = {}
 _SPOOL_KEYS = ("id", "submitted_at", "source", "priority", "execution")
+_HEADER_KEYS = (*_SPOOL_KEYS, "submission")  # absent from older job.yaml files
 
 
 def _cached(path: Path, cache: _Cache,
@@ -767,7 +867,8 @@ def read_job_header(spool: Spool, job_id: str) -> dict[str, Any] | None:
     def parse(path: Path) -> dict[str, Any] | None:
         lines = []
         for line in _read_bounded(path, 1 << 13).split(b"\n")[:-1]:  # the last may be cut
-            if not line.startswith(b" ") and line.split(b":", 1)[0].decode() not in _SPOOL_KEYS:
+            key = line.split(b":", 1)[0].decode(errors="replace")
+            if not line.startswith(b" ") and key not in _HEADER_KEYS:
                 break
             lines.append(line)
         try:
@@ -777,13 +878,36 @@ def read_job_header(spool: Spool, job_id: str) -> dict[str, Any] | None:
         if isinstance(header, dict) and all(k in header for k in _SPOOL_KEYS):
             return header
         job = read_job(spool, job_id)
-        return None if job is None else {k: job.get(k) for k in _SPOOL_KEYS}
+        return None if job is None else {k: job.get(k) for k in _HEADER_KEYS}
 
     return _cached(spool.job_dir(job_id) / JOB, _header_cache, parse)
 
 
 def read_result(spool: Spool, job_id: str) -> dict[str, Any] | None:
-    return _read_json(spool.job_dir(job_id) / RESULT)
+    """``result.json``, or None when it does not exist. Its existence is what makes a job
+    terminal (section 1), so an unreadable one (edited, torn by a disk) reads as failed,
+    saying so, and ``retry`` requeues it like any failed job: every reader agrees."""
+    return _result_at(spool.job_dir(job_id) / RESULT)
+
+
+def _result_at(path: Path) -> dict[str, Any] | None:
+    try:
+        data = _read_bounded(path, 1 << 20)
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        problem = error.strerror or str(error)
+    else:
+        try:
+            value = json.loads(data)
+            if isinstance(value, dict) and value.get("state") in TERMINAL:
+                return value
+            problem = "not a result record"
+        except ValueError as error:
+            problem = f"not JSON ({error})"
+    message = f"result.json is unreadable: {problem}; `ktrdr-daemon retry` requeues the job"
+    return {"schema": 1, "state": "failed", "unreadable": True,
+            "error": {"message": message, "where": "result"}}
 
 
 @dataclass
@@ -800,28 +924,46 @@ class JobInfo:
     cancel_requested: bool = False
     execution: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+    broken: str | None = None  # job.yaml unreadable or edited into something invalid: why
+    unsettled: bool = False  # an attempt may have published a version: see publication.py
 
 
 def _job_info(spool: Spool, job_id: str, job_dir: Path, names: set[str]) -> JobInfo:
     """State per spec 1: ``result.json`` -> terminal; an open claim -> running; else queued."""
-    job = read_job_header(spool, job_id) if JOB in names else None
+    job, broken = _header_or_problem(spool, job_id) if JOB in names else (None, None)
     attempts = _Attempts.scan(job_dir / "attempts") if "attempts" in names else _Attempts()
-    info = JobInfo(job_id, "queued", job is not None, attempt=attempts.last)
+    info = JobInfo(job_id, "queued", job is not None, attempt=attempts.last, broken=broken)
     info.cancel_requested = CANCEL in names
-    if job is not None:
-        info.priority = job.get("priority", 0)
+    info.unsettled = bool(attempts.publishes)
+    if job is not None and broken is None:
+        info.priority = job["priority"]
         info.submitted_at = str(job.get("submitted_at", ""))
-        info.execution = dict(job.get("execution") or {})
+        info.execution = job["execution"]
     if RESULT in names:
-        result = _read_json(job_dir / RESULT) or {}
-        state = result.get("state")
-        info.state = state if state in TERMINAL else "failed"
+        result = _result_at(job_dir / RESULT) or {}
+        info.state = result.get("state", "failed")
         info.daemon = result.get("daemon")
         info.error = (result.get("error") or {}).get("message") if info.state == "failed" else None
     elif (n := attempts.open_attempt) is not None:
         info.state = "running"
         info.daemon = (_read_json(job_dir / "attempts" / f"{n}.claim") or {}).get("daemon")
     return info
+
+
+def _header_or_problem(spool: Spool, job_id: str) -> tuple[dict[str, Any], str | None]:
+    """job.yaml's spool keys, checked again by the one parser (job.yaml is a file: a hand edit
+    or a torn write must end that job with a reason, never stop a daemon's loop)."""
+    try:
+        header = read_job_header(spool, job_id)
+    except (OSError, ValueError, yaml.YAMLError) as error:
+        return {}, f"jobs/{job_id}/{JOB} cannot be read: {str(error).splitlines()[0]}"
+    if header is None:
+        return {}, f"jobs/{job_id}/{JOB} is not a mapping"
+    errors: list[str] = []
+    execution, priority = parse_execution(header, errors)
+    if errors:
+        return header, f"jobs/{job_id}/{JOB} was edited into an invalid job: {'; '.join(errors)}"
+    return {**header, "priority": priority, "execution": execution}, None
 
 
 def job_info(spool: Spool, job_id: str) -> JobInfo:
@@ -1155,8 +1297,8 @@ def try_claim(
         return None
     attempts_dir = job_dir / "attempts"
     found = _Attempts.scan(attempts_dir)
-    if found.open_attempt is not None:
-        return None
+    if found.open_attempt is not None or found.publishes:
+        return None  # running, or an ended attempt may have published: settle it first
     used, reason = _budget(attempts_dir, found)
     limit = max_attempts or (job.get("execution") or {}).get("max_attempts", DEFAULT_MAX_ATTEMPTS)
     if used >= limit:
@@ -1190,6 +1332,44 @@ def try_claim(
     return claim
 
 
+# --- 3.5 Publish, then result: one recoverable transition ----------------------------------
+#
+#   attempts/<n>.publish   link, before the version's rename   "attempt n may have published"
+#
+# The worker records its intent (where it publishes, for which submission), then renames the
+# version into the model store (its metadata.json names job, submission and attempt), then
+# writes result.json. A job with an intent is never claimed again nor ended by anyone but
+# publication.settle, which completes it with the version or withdraws the version.
+
+
+def record_publish_intent(claim: Claim, where: dict[str, Any]) -> None:
+    """Say, before renaming a version into place, where attempt n publishes; first writer wins
+    (an attempt publishes once)."""
+    record = {"attempt": claim.attempt, "at": utc_now(), **where}
+    path = claim.attempts / f"{claim.attempt}.publish"
+    publish_exclusive(claim.spool.tmp, path, _json_bytes(record))
+
+
+def publish_intents(spool: Spool, job_id: str) -> list[dict[str, Any]]:
+    """Every recorded intent of the job (an unreadable one as an empty record)."""
+    folder = spool.attempts_dir(job_id)
+    found = _Attempts.scan(folder)
+    return [_read_json(folder / f"{n}.publish") or {} for n in sorted(found.publishes)]
+
+
+def clear_publish_intents(spool: Spool, job_id: str) -> None:
+    """The job is settled: its versions are accounted for by result.json."""
+    folder = spool.attempts_dir(job_id)
+    for n in _Attempts.scan(folder).publishes:
+        (folder / f"{n}.publish").unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        fsync_dir(folder)
+
+
+def has_open_attempt(spool: Spool, job_id: str) -> bool:
+    return _Attempts.scan(spool.attempts_dir(job_id)).open_attempt is not None
+
+
 @dataclass(frozen=True)
 class Reclaimable:
     """An open attempt whose owner the judge found dead, and why."""
@@ -1213,9 +1393,9 @@ def find_reclaimable(spool: Spool, judge: LivenessJudge,
         n = _Attempts.scan(attempts_dir).open_attempt
         if n is None:
             continue
-        record = _read_json(attempts_dir / f"{n}.claim")
-        if record is None:
-            continue
+        # An unreadable claim (emptied by hand, torn by a disk) names no owner to ask about:
+        # it is judged by its silence like any owner on another host, never left running.
+        record = _read_json(attempts_dir / f"{n}.claim") or {}
         try:
             counter = _read_bounded(attempts_dir / f"{n}.beat", 64)
         except OSError:
@@ -1293,6 +1473,8 @@ def finish_cancelled(spool: Spool, job_id: str) -> bool:
     if not is_cancel_requested(spool, job_id) or job_state(spool, job_id) != "queued":
         return False
     found = _Attempts.scan(spool.attempts_dir(job_id))
+    if found.publishes:
+        return False  # a version may exist: only publication.settle ends this job
     return write_result(spool, job_id, "cancelled", attempt=found.last)
 
 
@@ -1306,7 +1488,7 @@ def retry_job(spool: Spool, job_id: str) -> int:
     A job that failed validation is validated again by the next rescan.
     """
     job_dir = spool.job_dir(job_id)
-    result = _read_json(job_dir / RESULT)
+    result = read_result(spool, job_id)
     if result is None:
         raise ValueError(f"job {job_id!r} has not ended; only failed or cancelled jobs retry")
     if result.get("state") == "completed":
@@ -1335,9 +1517,11 @@ def clean(spool: Spool, older_than_s: float, now: float | None = None) -> list[s
     """Remove terminal job folders whose result is older than ``older_than_s`` (never models).
 
     Age is the result's mtime against this host's clock, which is fine at the scale of days.
-    A folder first leaves ``jobs/`` by one rename, so readers never see it half-deleted. Empty
-    folders of acceptances that crashed go the same way, and ``tmp/`` files older than
-    :data:`TMP_STALE_S` (writers that died; a publish lives there for milliseconds).
+    A finished folder first leaves ``jobs/`` by one rename, so readers never see it
+    half-deleted; a retry that raced the rename is put back. The empty folder of an acceptance
+    that crashed goes by ``rmdir``, which fails once a drop was renamed into it: a drop being
+    accepted is never removed. ``tmp/`` files older than :data:`TMP_STALE_S` go too (writers
+    that died; a publish lives there for milliseconds).
     """
     now = time.time() if now is None else now
     removed = []
@@ -1348,16 +1532,16 @@ def clean(spool: Spool, older_than_s: float, now: float | None = None) -> list[s
             age = now - os.stat(path / RESULT if RESULT in names else path).st_mtime
         except FileNotFoundError:
             continue
-        if age < older_than_s or (RESULT not in names and names):
+        if age < older_than_s:
             continue
-        trash = spool.tmp / f"clean.{entry.name}.{secrets.token_hex(4)}"
-        try:
-            os.rename(path, trash)
-        except FileNotFoundError:
+        if RESULT not in names:
+            if not names:
+                with contextlib.suppress(OSError):  # not empty (any more): not ours to remove
+                    os.rmdir(path)
             continue
-        shutil.rmtree(trash, ignore_errors=True)
-        if RESULT in names:
+        if _remove_finished(spool, path):
             removed.append(entry.name)
+    spool.tmp.mkdir(exist_ok=True)
     for entry in list(os.scandir(spool.tmp)):
         try:
             if now - entry.stat(follow_symlinks=False).st_mtime >= TMP_STALE_S:
@@ -1368,6 +1552,21 @@ def clean(spool: Spool, older_than_s: float, now: float | None = None) -> list[s
         except FileNotFoundError:
             continue
     return removed
+
+
+def _remove_finished(spool: Spool, path: Path) -> bool:
+    """Move a finished job folder out of ``jobs/`` in one rename, then delete it at leisure."""
+    trash = spool.tmp / f"clean.{path.name}.{secrets.token_hex(4)}"
+    try:
+        os.rename(path, trash)
+    except FileNotFoundError:
+        return False
+    if not os.path.lexists(trash / RESULT):  # retried between our look and the rename
+        with contextlib.suppress(OSError):
+            os.rename(trash, path)
+            return False
+    shutil.rmtree(trash, ignore_errors=True)
+    return True
 
 
 # --- 4. Daemon heartbeats --------------------------------------------------------------------
@@ -1385,6 +1584,23 @@ def write_daemon_heartbeat(spool: Spool, me: DaemonIdentity, info: dict[str, Any
     }
     path = spool.daemons / f"{me.daemon_id}.json"
     atomic_write(spool.tmp, path, _json_bytes(record), durable=False)
+
+
+_DAEMON_FIELDS: dict[str, tuple[type, ...]] = {
+    "id": (str,), "daemon": (str,), "host": (str,), "pid": (int,), "device": (str,),
+    "device_name": (str, type(None)), "slots": (int,), "free_slots": (int,), "running": (list,),
+    "counters": (dict,), "updated_at": (str,), "memory_bytes": (int, type(None)),
+}
+
+
+def _malformed_keys(record: dict[str, Any]) -> list[str]:
+    """The keys of a heartbeat record whose values have the wrong type (bools are not ints)."""
+    bad = [key for key, types in _DAEMON_FIELDS.items() if key in record
+           and (not isinstance(record[key], types) or isinstance(record[key], bool))]
+    running = record.get("running")
+    if isinstance(running, list) and not all(isinstance(job, str) for job in running):
+        bad.append("running")
+    return bad
 
 
 def remove_daemon_heartbeat(spool: Spool, me: DaemonIdentity) -> None:
@@ -1408,6 +1624,9 @@ def read_daemons(spool: Spool, judge: LivenessJudge) -> list[dict[str, Any]]:
             continue
         key = f"daemon:{entry.name}:{record.get('pid')}:{record.get('pid_start')}"
         reason = judge.death(key, record, record.get("beat"))
+        if bad := _malformed_keys(record):  # a peer's file edited or torn: never trusted
+            record = {k: v for k, v in record.items() if k not in bad}
+            reason = f"malformed heartbeat ({', '.join(bad)})"
         daemons.append(
             {
                 **record,

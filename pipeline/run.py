@@ -90,6 +90,7 @@ def run_training(
     resume: dict[str, Any] | None = None,
     on_checkpoint: Callable[[dict[str, Any]], None] | None = None,
     before_publish: Callable[[], None] | None = None,
+    provenance: dict[str, Any] | None = None,
 ) -> RunResult:
     """Train ``job`` and publish the model; raises ``PipelineError`` subclasses on bad input.
 
@@ -99,7 +100,9 @@ def run_training(
     small, so a second thread mostly spin-waits (measured 7x slower on a loaded 2-core machine),
     and several daemon slots each get a core. Bit-identical results need the same count.
     ``before_publish`` runs right before the model version is renamed into place; raising
-    there publishes nothing (the daemon's fence).
+    there publishes nothing (the daemon's fence). ``provenance`` (the daemon's submission and
+    attempt) goes into the version's metadata.json, published in the same rename: whoever finds
+    the version after a crash knows which attempt of which submission made it.
     """
     steps = StepReporter(on_event or ignore_event, stop)
     strategy = job.strategy
@@ -226,7 +229,7 @@ def run_training(
                   "normalization": dataset.normalization},
         metadata={"strategy": strategy.name, "timeframe": base_tf, "timeframes": timeframes,
                   "symbols": symbols, "device": device_info["device"], "seed": config.seed,
-                  "job_id": job_id},
+                  "job_id": job_id, **(provenance or {})},
         metadata_v3={"resolved_features": names, "indicators": strategy.indicators,
                      "fuzzy_sets": strategy.fuzzy_sets, "nn_inputs": strategy.nn_inputs},
         before_publish=before_publish,

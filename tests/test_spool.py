@@ -104,12 +104,10 @@ def wait_for(predicate, timeout: float = 10.0, every: float = 0.01):
 # --- Accepting drops -------------------------------------------------------------------------
 
 
-def test_renamed_drop_is_accepted_fast_and_byte_for_byte(spool: Spool) -> None:
+def test_renamed_drop_is_accepted_byte_for_byte(spool: Spool) -> None:
     data = b"# my job\r\nstrategy: rsi_mlp.yaml   # trailing comment\r\npriority: 3\r\n"
     drop(spool, "eurusd-rsi.yaml", data)
-    started = time.monotonic()
-    drops = Incoming(spool).complete_drops()
-    assert time.monotonic() - started < 0.3
+    drops = Incoming(spool, settle=0.05).complete_drops()
     job_id = accept_drop(spool, drops[0])
 
     assert job_id == "eurusd-rsi"
