@@ -231,7 +231,9 @@ def cmd_show(args: argparse.Namespace) -> int:
     }
     if job is None:  # never accepted: show what was dropped
         try:
-            data["submitted"] = (folder / sp.SUBMITTED).read_text(errors="replace")[:4000]
+            # Never open a FIFO or follow a link the user dropped: a bounded, regular-file read.
+            raw = sp._read_bounded(folder / sp.SUBMITTED, 4000)
+            data["submitted"] = raw.decode(errors="replace")
         except OSError:
             data["submitted"] = None
     if args.json:

@@ -423,8 +423,8 @@ class Incoming:
     Rule: a drop is complete when it was renamed in (the watcher's move event, handed to
     :func:`accept_drop` directly) or when its inode, size and mtime are unchanged between two
     looks at least :data:`DROP_SETTLE_S` apart on this process's clock; a plain copy is taken
-    once it stops growing. A writer that pauses longer than that may be taken early: the drop
-    then fails visibly (finish_accept sees it grow) rather than vanishing. Every entry counts,
+    once it stops growing. A writer that pauses longer than that may be taken early (then it
+    most likely fails validation, visibly, rather than vanishing). Every entry counts,
     whatever its type (a FIFO, a socket, a directory named ``x.yaml``): each gets an outcome.
     """
 
@@ -619,10 +619,6 @@ def finish_accept(
         except OSError as error:
             raise JobFileError(source, [f"cannot be read: {error.strerror}"]) from None
         body, priority, execution = parse_drop(data, source)
-        if os.path.getsize(job_dir / SUBMITTED) != len(data):
-            raise JobFileError(source, [
-                f"was still being written when it was accepted (no change for "
-                f"{DROP_SETTLE_S:g} s, then it grew); write it beside incoming/ and rename it in"])
         body, warnings = validate(body, source) if validate else (body, [])
     except Exception as error:  # every drop gets an outcome, whatever the validator raised
         message = str(error) or type(error).__name__
