@@ -396,7 +396,9 @@ def daemon_rows(spool: sp.Spool, settings: Settings, wait: bool = True) -> list[
     for d in first:
         updated = _parse_time(str(d.get("updated_at")))
         age = None if updated is None else round(now - updated, 1)
-        if judge.same_host(d):
+        if str(d.get("dead_reason") or "").startswith("malformed"):
+            status, how = "dead", "its heartbeat file"  # edited or torn: never trusted
+        elif judge.same_host(d):
             if not d["alive"]:
                 status = "dead"
             elif age is not None and age > settings.expire_seconds:

@@ -289,7 +289,11 @@ class Daemon:
             yield
         except Exception as exc:
             key, text = f"{subject}:{step}", f"{type(exc).__name__}: {exc}"
-            if self._errors.get(key) != text:
+            if isinstance(exc, FileNotFoundError) and sp.is_safe_name(subject) and not (
+                    self.spool.jobs / subject).is_dir() and (self.spool.jobs).is_dir():
+                log.warning("%s: its folder was removed (%s); nothing left to %s", subject,
+                            exc.filename, step)
+            elif self._errors.get(key) != text:
                 self._errors[key] = text
                 log.exception("%s: %s failed; retried at the next rescan", subject, step)
             else:

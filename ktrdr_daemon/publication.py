@@ -12,23 +12,22 @@ rename and the result (killed, frozen then reclaimed, fenced) leaves a version n
 A version is found by what it records (job id *and* submission, in its metadata.json), never by
 a job's name alone: a name that ``clean`` made reusable never adopts an older job's model.
 
-The daemon itself stays free of torch: the model store is read here as plain JSON files, and
-``pipeline.store`` (which imports torch) is imported only to withdraw a version, a rare event.
+The daemon itself stays free of torch: the model store is read and changed here as plain
+files and folders, by the store's own rules (see :func:`withdraw`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import re
+import secrets
 import shutil
 from pathlib import Path
 from typing import Any
 
 from ktrdr_daemon import spool as sp
-from pipeline.errors import PipelineError
 
 log = logging.getLogger("ktrdr_daemon")
 
@@ -107,12 +106,45 @@ def settle(spool: sp.Spool, job_id: str) -> str:
 
 
 def withdraw(version: Path, why: str) -> None:
-    """Remove a version no completed job names (spec 6: no version for a cancelled job)."""
-    from pipeline.store import ModelStore  # torch: only on this rare path
+    """Remove a version no completed job names (spec 6: no version for a cancelled job).
 
-    log.warning("withdrawing model version %s: %s", version, why)
-    with contextlib.suppress(FileNotFoundError, PipelineError):  # another settler was first
-        ModelStore(version.parent.parent).delete(version)
+    As :meth:`pipeline.store.ModelStore.delete` does, restated here without torch (the daemon
+    never imports it): one rename takes the version out of sight, ``{tf}_latest`` is pointed
+    at the highest version left, then the files go."""
+    match = re.fullmatch(r"(.+)_v\d+", version.name)
+    if match is None:
+        return
+    trash = version.parent.parent / ".staging" / f"withdrawn-{version.parent.name}-" \
+        f"{version.name}-{secrets.token_hex(8)}"
+    trash.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.rename(version, trash)
+    except FileNotFoundError:
+        return  # another settler withdrew it first
+    log.warning("withdrew model version %s: %s", version, why)
+    _point_latest(version.parent, match[1])
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def _point_latest(parent: Path, timeframe: str) -> None:
+    """``{tf}_latest`` -> the highest ``{tf}_v{N}`` left (the store's rule: look again after
+    each replace, so the last writer leaves the true highest)."""
+    link = parent / f"{timeframe}_latest"
+    pattern = re.compile(rf"{re.escape(timeframe)}_v(\d+)")
+    while True:
+        numbers = [int(m[1]) for e in os.scandir(parent)
+                   if (m := pattern.fullmatch(e.name)) and e.is_dir(follow_symlinks=False)]
+        if not numbers:
+            link.unlink(missing_ok=True)
+            return
+        top = max(numbers)
+        temp = parent / f".{timeframe}_latest.{os.getpid()}.{secrets.token_hex(8)}"
+        os.symlink(f"{timeframe}_v{top}", temp)
+        os.replace(temp, link)
+        again = [int(m[1]) for e in os.scandir(parent) if (m := pattern.fullmatch(e.name))]
+        if max(again, default=0) == top:
+            sp.fsync_dir(parent)
+            return
 
 
 def remove_staging_of(models_root: Path, pid: int) -> int:

@@ -1622,6 +1622,7 @@ def read_daemons(spool: Spool, judge: LivenessJudge) -> list[dict[str, Any]]:
         reason = judge.death(key, record, record.get("beat"))
         if bad := _malformed_keys(record):  # a peer's file edited or torn: never trusted
             record = {k: v for k, v in record.items() if k not in bad}
+            record.setdefault("id", entry.name[: -len(".json")])
             reason = f"malformed heartbeat ({', '.join(bad)})"
         daemons.append(
             {
