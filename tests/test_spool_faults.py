@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from ktrdr_daemon import atomic
 from ktrdr_daemon import spool as sp
 from ktrdr_daemon.spool import Incoming, JobFileError, Spool, accept_drop
 
@@ -44,8 +45,8 @@ def accept_all(spool: Spool, settle: float = 0.05) -> list[str | None]:
 CLEANER = """
     import sys, time
     from pathlib import Path
-    from ktrdr_daemon import spool as sp
-    sp.FSYNC = False
+    from ktrdr_daemon import atomic, spool as sp
+    atomic.FSYNC = False
     spool = sp.Spool(Path(sys.argv[1]))
     stop = Path(sys.argv[2])
     rounds = 0
@@ -60,7 +61,7 @@ def test_clean_racing_3000_drops_never_removes_a_drop_being_accepted(spool: Spoo
     """Attack: `clean --older-than 0s` in a loop while 3,000 drops are accepted. Every drop
     must end up as a job holding its bytes: clean removes only finished jobs and empty
     folders, and an empty folder only by rmdir, which fails once a drop was renamed in."""
-    sp.FSYNC = False
+    atomic.FSYNC = False
     stop = spool.root / "stop-cleaning"
     cleaners = [subprocess.Popen([sys.executable, "-c", textwrap.dedent(CLEANER),
                                   str(spool.root), str(stop)], cwd=ROOT, text=True,
@@ -79,7 +80,7 @@ def test_clean_racing_3000_drops_never_removes_a_drop_being_accepted(spool: Spoo
     finally:
         stop.touch()
         outputs = [cleaner.communicate(timeout=60) for cleaner in cleaners]
-        sp.FSYNC = True
+        atomic.FSYNC = True
     for cleaner, (out, err) in zip(cleaners, outputs, strict=True):
         assert cleaner.returncode == 0, err
         assert int(out) > 0  # the cleaner really ran alongside
