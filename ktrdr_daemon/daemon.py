@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-import multiprocessing as mp
 import os
 import signal
 import tempfile
@@ -20,8 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from multiprocessing import forkserver
-from multiprocessing.connection import Connection, wait
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +28,14 @@ from filelock import FileLock, Timeout
 from ktrdr_daemon import publication
 from ktrdr_daemon import spool as sp
 from ktrdr_daemon import worker as wk
+from ktrdr_daemon.executor import Executor, LocalExecutor, SlurmExecutor, describe_exit
+from ktrdr_daemon.matching import decide
 from ktrdr_daemon.notify import sd_notify
 from ktrdr_daemon.progress import append_log, mirror_result
 from ktrdr_daemon.settings import Settings
 from ktrdr_daemon.slurm import SlurmBackend, SlurmOptions
 from ktrdr_daemon.validate import validate_job
 from ktrdr_daemon.watcher import SpoolWatcher
-from pipeline.errors import PipelineError
 
 log = logging.getLogger("ktrdr_daemon")
 
@@ -67,20 +66,20 @@ class Daemon:
                  slurm: SlurmOptions | None = None) -> None:
         self.settings, self.once, self.on_job_start = settings, once, on_job_start
         self.spool = sp.Spool(settings.spool)
+        self.wake = threading.Event()
         self.daemon_id = settings.daemon_id or default_daemon_id(
             "slurm" if slurm else settings.device)
-        # With Slurm, each attempt is a Slurm job instead of a forked worker (ktrdr_daemon.slurm)
-        self.slurm = SlurmBackend(slurm, self.spool, self.daemon_id) if slurm else None
+        self.executor: Executor = (
+            SlurmExecutor(SlurmBackend(slurm, self.spool, self.daemon_id)) if slurm
+            else LocalExecutor(settings.device, settings.models, self.wake.set))
         self.running: dict[str, Running] = {}
         self.lock = threading.Lock()
-        self.wake = threading.Event()
         self.stopping = False
         self.heartbeats_done = threading.Event()
         self.counters = {"completed": 0, "failed": 0, "cancelled": 0, "handed_back": 0,
                          "crashed": 0}
         self.first_seen: dict[str, float] = {}  # job id -> when this daemon first saw it queued
         self.live_daemons: list[dict[str, Any]] = []
-        self.spare: tuple[Any, Connection] | None = None  # a worker forked ahead, and its pipe
         self._errors: dict[str, str] = {}  # the last error of each isolated step (log once)
 
     # -- start and stop --------------------------------------------------------------------
@@ -99,7 +98,8 @@ class Daemon:
                 self.rescan()
                 if self.once and self._idle():
                     break
-                self._keep_spare()
+                if not self.stopping:
+                    self.executor.keep_ready()
             return self._shutdown()
         except Exception:
             log.exception("the daemon's loop died; handing jobs back and exiting")
@@ -163,39 +163,7 @@ class Daemon:
         self.me = sp.DaemonIdentity.current(self.daemon_id)
         self.judge = sp.LivenessJudge(self.me, self.settings.expire_seconds)
         self.incoming = sp.Incoming(self.spool)
-        if self.slurm is not None:
-            self._start_serving(self.slurm.device_info())  # jobs prove their device on the nodes
-            return
-        # The fork server imports torch once; the device is proven in a child of it (a real
-        # allocation), so this process never loads torch. ensure_running returns before the
-        # server is ready (seconds on a busy box); the first worker would wait for it between
-        # its claim and its start, and a claim not beaten for t_fence is fenced: the probe
-        # also makes "serving" mean ready.
-        self.context = mp.get_context("forkserver")
-        self.context.set_forkserver_preload(["ktrdr_daemon.preload"])
-        forkserver.ensure_running()
-        device = self._probe_device()
-        self._keep_spare()  # the first claim already finds a worker waiting
-        self._start_serving(device)
-
-    def _probe_device(self) -> dict[str, Any]:
-        reader, writer = self.context.Pipe(duplex=False)
-        probe = self.context.Process(target=wk.probe_device, args=(self.settings.device, writer),
-                                     name="ktrdr-device-probe")
-        probe.start()
-        writer.close()
-        try:
-            status, value = reader.recv()
-        except EOFError:
-            probe.join()
-            raise PipelineError(f"the device probe for {self.settings.device!r} "
-                                f"{describe_exit(probe.exitcode)}") from None
-        finally:
-            reader.close()
-        probe.join()
-        if status != "ok":
-            raise PipelineError(value)
-        return value
+        self._start_serving(self.executor.prepare())
 
     def _start_serving(self, device: dict[str, Any]) -> None:
         self.device = device
@@ -223,13 +191,9 @@ class Daemon:
     def _shutdown(self) -> int:
         """Hand every running attempt back (checkpoint at the next batch), then exit."""
         sd_notify("STOPPING=1")
-        if self.spare is not None:
-            _stop_spare(self.spare)
-            self.spare = None
-        if self.slurm is not None:  # Slurm jobs outlive us: the next daemon adopts them
-            for job_id in list(self.running):
-                log.info("%s: left running in Slurm for the next daemon to adopt", job_id)
-                self._forget(job_id)
+        self.executor.close()
+        for job_id in self.executor.outlives(list(self.running)):
+            self._forget(job_id)
         with self.lock:
             running = dict(self.running)
         for job_id, run in running.items():
@@ -266,9 +230,8 @@ class Daemon:
             folders = sp.scan_jobs(self.spool)  # one listing per rescan, shared by every pass
             for job_id in self.incoming.recover_unaccepted(self._validate, folders):
                 self._mirror_if_ended(job_id)
-        if self.slurm is not None:
-            with self._isolated("slurm", "poll"):
-                self.slurm.poll({job_id: run.process for job_id, run in self.running.items()})
+        with self._isolated(self.executor.kind, "poll"):
+            self.executor.poll(dict(self.running))
         self.reap()
         # Mode matching needs the live daemons as they are now: a GPU daemon that started a
         # moment before a drop takes its auto job (a few small files: well under a millisecond).
@@ -340,8 +303,7 @@ class Daemon:
             self.counters["crashed"] += 1
             reason = f"the worker {describe_exit(code)}"
             log.warning("%s: attempt %d failed: %s", job_id, run.claim.attempt, reason)
-            if isinstance(run.process.pid, int):
-                publication.remove_staging_of(self.settings.models, run.process.pid)
+            self.executor.after_crash(run.process)
             run.claim.abandon(reason)
             _append_log(self.spool, job_id, f"[attempt {run.claim.attempt} failed] {reason}")
         if sp.read_result(self.spool, job_id) is None:
@@ -362,9 +324,8 @@ class Daemon:
         for found in sp.find_reclaimable(self.spool, self.judge, folders):
             if found.job_id in self.running:
                 continue
-            reclaim = self.slurm.reclaim if self.slurm is not None else sp.reclaim
             with self._isolated(found.job_id, "reclaim"):
-                if reclaim(self.spool, found, self.me):
+                if self.executor.reclaim(self.spool, found, self.me):
                     log.info("%s: reclaimed attempt %d (%s)", found.job_id, found.attempt,
                              found.reason)
                     _append_log(self.spool, found.job_id,
@@ -386,11 +347,9 @@ class Daemon:
                     continue
                 log.warning("%s: ignored the cancel for %.1f s; killed", job_id,
                             now - run.cancel_seen)
-                run.process.kill()
-                run.process.join()
+                self.executor.cancel(run.process)
                 self._forget(job_id)
-                if isinstance(run.process.pid, int):
-                    publication.remove_staging_of(self.settings.models, run.process.pid)
+                self.executor.after_crash(run.process)
                 run.claim.abandon("killed after the cancel grace period")
                 self._settle(job_id)
 
@@ -429,31 +388,18 @@ class Daemon:
         self._start_worker(job_id, claim)
         return True
 
-    # -- which daemon runs which job (spec 4) -----------------------------------------------
+    # -- which daemon runs which job (spec 4, ktrdr_daemon.matching) -------------------------
     def _match(self, job_id: str, job: dict[str, Any]) -> bool | str:
-        """True or a log note to claim; False to leave the job to another daemon."""
-        execution = job.get("execution") or {}
-        mode = execution.get("mode", "auto")
-        wants_gpu = sp.wants_gpu(execution) is not None
-        if self.is_gpu:
-            return mode != "local"
-        if mode == "local":
-            return True
-        gpus = [d for d in self.live_daemons if d["alive"] and d.get("device", "cpu") != "cpu"]
-        if wants_gpu:
-            if not gpus:
-                waited = time.monotonic() - self.first_seen.setdefault(job_id, time.monotonic())
-                if waited >= float(execution.get("wait_for_gpu") or 0):
-                    header = sp.read_job_header(self.spool, job_id) or {}
-                    source = header.get("source") or job_id  # the file the user dropped
-                    self._fail(job_id, f"{source}: no GPU daemon is alive (execution asks for a "
-                               "GPU; set execution.wait_for_gpu to wait, or mode: auto to allow "
-                               "the CPU)")
+        """True or a log note to claim; False to leave the job (or after failing it)."""
+        waited = time.monotonic() - self.first_seen.setdefault(job_id, time.monotonic())
+        decision = decide(job.get("execution") or {}, is_gpu=self.is_gpu,
+                          live_daemons=self.live_daemons, waited_s=waited)
+        if decision.fail:
+            source = (sp.read_job_header(self.spool, job_id) or {}).get("source") or job_id
+            self._fail(job_id, f"{source}: {decision.fail}")  # names the file the user dropped
+        if not decision.claim:
             return False
-        if any(d.get("free_slots", 0) > 0 for d in gpus):
-            return False  # a live GPU daemon with a free slot goes first
-        reason = "no GPU daemon alive" if not gpus else "every GPU daemon is busy"
-        return f"running on CPU: {reason}"
+        return decision.note or True
 
     def _fail(self, job_id: str, message: str, where: str = "scheduling") -> None:
         if sp.write_result(self.spool, job_id, "failed",
@@ -470,72 +416,13 @@ class Daemon:
             device=self.device["device"], data_root=str(s.data_root),
             models_root=str(s.models), strategies_root=str(s.strategies), threads=s.threads,
             t_fence=s.fence_seconds, strict=s.strict)
-        if self.slurm is not None:  # the Slurm job stands in for the process, a lease for the pipe
-            slurm_run, lease = self.slurm.start(job_id, claim, task)
-            with self.lock:
-                self.running[job_id] = Running(claim, slurm_run, lease)  # type: ignore[arg-type]
-            self.watcher.watch_job(job_id)
-            log.info("%s: attempt %d in %s", job_id, claim.attempt, slurm_run.pid)
-            if self.on_job_start is not None:
-                self.on_job_start(job_id)
-            return
-        process, writer = self._worker_for(task)
+        handle, lifeline = self.executor.start(task, claim)
         with self.lock:
-            self.running[job_id] = Running(claim, process, writer)
+            self.running[job_id] = Running(claim, handle, lifeline)
         self.watcher.watch_job(job_id)
-        log.info("%s: attempt %d started (pid %s)", job_id, claim.attempt, process.pid)
+        log.info("%s: attempt %d started (pid %s)", job_id, claim.attempt, handle.pid)
         if self.on_job_start is not None:
             self.on_job_start(job_id)
-        # A worker's exit makes no file event: wake the loop so its slot is reaped and refilled
-        # now, not at the next rescan (a queue of short jobs idled ~rescan_seconds between jobs).
-        threading.Thread(target=self._wake_on_exit, args=(process.sentinel,),
-                         name=f"exit:{job_id}", daemon=True).start()
-
-    def _worker_for(self, task: wk.WorkerTask) -> tuple[Any, Connection]:
-        """The spare worker, handed ``task`` through its lifeline; a fresh fork if there is
-        none (or it died)."""
-        spare, self.spare = self.spare, None
-        if spare is not None:
-            process, writer = spare
-            try:
-                writer.send(task)
-                return process, writer
-            except OSError:  # it died since it was forked: fork one now
-                _stop_spare(spare)
-        reader, writer = self.context.Pipe(duplex=False)
-        process = self.context.Process(target=wk.run_attempt, args=(task, reader),
-                                       name=f"ktrdr-worker:{task.job_id}", daemon=False)
-        process.start()
-        reader.close()
-        return process, writer
-
-    def _keep_spare(self) -> None:
-        """Keep one worker forked ahead (worker.run_spare), so the next claim starts at once.
-        Forking it takes the fork server ~10-20 ms, here, after the claims, not before a job."""
-        if self.slurm is not None or self.stopping:
-            return
-        if self.spare is not None:
-            if self.spare[0].is_alive():
-                return
-            _stop_spare(self.spare)  # killed from outside: replace it
-            self.spare = None
-        reader, writer = self.context.Pipe(duplex=False)
-        process = self.context.Process(target=wk.run_spare, args=(reader,),
-                                       name="ktrdr-worker:spare", daemon=False)
-        try:
-            process.start()
-        except OSError as exc:  # no processes or descriptors left: fork on demand instead
-            log.warning("could not fork a spare worker: %s", exc)
-            writer.close()
-            return
-        finally:
-            reader.close()
-        self.spare = (process, writer)
-
-    def _wake_on_exit(self, sentinel: int) -> None:
-        with contextlib.suppress(OSError, ValueError):
-            wait([sentinel])
-        self.wake.set()
 
     def _forget(self, job_id: str) -> None:
         with self.lock:
@@ -607,29 +494,9 @@ def default_daemon_id(device: str) -> str:
     return f"{host[:50]}-{device.replace(':', '')}"
 
 
-def describe_exit(code: int | None) -> str:
-    if code is None:
-        return "did not exit"
-    if code < 0:
-        name = signal.Signals(-code).name
-        hint = " (out of memory?)" if -code == signal.SIGKILL else ""
-        return f"was killed by {name}{hint}"
-    return f"exited with status {code}"
-
-
 def _send(conn: Connection, message: str) -> None:
     with contextlib.suppress(OSError, ValueError):  # the worker is gone; the reaper will see it
         conn.send(message)
-
-
-def _stop_spare(spare: tuple[Any, Connection]) -> None:
-    """End an unused spare worker: its pipe closing makes it exit; kill it if it does not."""
-    process, writer = spare
-    writer.close()
-    process.join(2.0)
-    if process.is_alive():
-        process.kill()
-        process.join()
 
 
 def _append_log(spool: sp.Spool, job_id: str, line: str) -> None:
