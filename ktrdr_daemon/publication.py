@@ -114,8 +114,7 @@ def withdraw(version: Path, why: str) -> None:
     match = re.fullmatch(r"(.+)_v\d+", version.name)
     if match is None:
         return
-    trash = version.parent.parent / ".staging" / f"withdrawn-{version.parent.name}-" \
-        f"{version.name}-{secrets.token_hex(8)}"
+    trash = version.parent.parent / ".staging" / f"withdrawn-{secrets.token_hex(8)}"
     trash.parent.mkdir(parents=True, exist_ok=True)
     try:
         os.rename(version, trash)

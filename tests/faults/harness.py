@@ -143,7 +143,7 @@ class Site:
 
     def versions(self) -> list[Path]:
         return sorted(p for p in self.models.glob("*/*_v*") if p.is_dir()
-                      and not p.name.startswith("."))
+                      and not p.name.startswith(".") and not p.parent.name.startswith("."))
 
 
 class Daemon:
