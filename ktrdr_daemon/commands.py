@@ -310,7 +310,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
 
 def cmd_cancel(args: argparse.Namespace) -> int:
     """Cancel: a queued job ends cancelled now; a running one stops at its next batch."""
-    from ktrdr_daemon.progress import mirror_result
+    from ktrdr_daemon.job_files import mirror_result
 
     spool = _spool(args)
     status = EXIT_OK
@@ -341,7 +341,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 def cmd_retry(args: argparse.Namespace) -> int:
     """Requeue failed or cancelled jobs as a new attempt (the attempt budget restarts)."""
-    from ktrdr_daemon.progress import initial_snapshot, write_atomic
+    from ktrdr_daemon.job_files import append_log, mirror_state
 
     spool = _spool(args)
     status = EXIT_OK
@@ -360,12 +360,9 @@ def cmd_retry(args: argparse.Namespace) -> int:
         # progress.json mirrors the state for readers: say queued unless a daemon took it
         # already (then its worker writes "running" itself).
         if (_read_json(folder / "progress.json") or {}).get("state") in sp.TERMINAL:
-            snapshot = initial_snapshot(job_id, attempt)
-            snapshot["message"] = f"retried: queued again as attempt {attempt}"
-            write_atomic(spool.tmp, folder / "progress.json",
-                         json.dumps(snapshot, separators=(",", ":")).encode())
-        with open(folder / "log.txt", "a", encoding="utf-8") as log_file:
-            log_file.write(f"[retry] queued again as attempt {attempt}\n")
+            mirror_state(folder, spool.tmp, "queued", attempt=attempt, error=None,
+                         model_path=None, message=f"retried: queued again as attempt {attempt}")
+        append_log(folder, f"[retry] queued again as attempt {attempt}")
         print(f"{job_id}: queued again as attempt {attempt}")
     return status
 

@@ -29,9 +29,9 @@ from ktrdr_daemon import publication
 from ktrdr_daemon import spool as sp
 from ktrdr_daemon import worker as wk
 from ktrdr_daemon.executor import Executor, LocalExecutor, SlurmExecutor, describe_exit
+from ktrdr_daemon.job_files import append_log, mirror_result
 from ktrdr_daemon.matching import decide
 from ktrdr_daemon.notify import sd_notify
-from ktrdr_daemon.progress import append_log, mirror_result
 from ktrdr_daemon.settings import Settings
 from ktrdr_daemon.slurm import SlurmBackend, SlurmOptions
 from ktrdr_daemon.validate import validate_job

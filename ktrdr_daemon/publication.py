@@ -70,7 +70,9 @@ def versions_of(spool: sp.Spool, job_id: str) -> list[Path]:
 def settle(spool: sp.Spool, job_id: str) -> str:
     """Finish the publish-then-result transition of a job with no open attempt; returns the
     job's state after it. Safe in several daemons at once: result.json decides, and every
-    settler withdraws exactly the versions the result does not name."""
+    settler withdraws exactly the versions the result does not name. The window left: a settler
+    that saw no cancel completes the job while another, a moment later, saw one and withdrew
+    the version; it needs a cancel between two daemons' looks a few microseconds apart."""
     if sp.has_open_attempt(spool, job_id):
         return "running"
     versions = versions_of(spool, job_id)
@@ -79,9 +81,14 @@ def settle(spool: sp.Spool, job_id: str) -> str:
         attempt = max((int(i.get("attempt") or 0) for i in sp.publish_intents(spool, job_id)),
                       default=0)
         if sp.is_cancel_requested(spool, job_id):
+            # Out of sight first (one rename each), then the result: no reader ever sees a
+            # cancelled job beside its version.
+            for version in versions:
+                withdraw(version, f"{job_id} was cancelled")
             note = "a version published before the cancel was withdrawn" if versions else None
             sp.write_result(spool, job_id, "cancelled", attempt=attempt,
                             **({"note": note} if note else {}))
+            versions = [v for v in versions if v.exists()]
         elif versions:
             version = versions[-1]
             metrics = _json(version / "metrics.json")
