@@ -1,34 +1,36 @@
-"""The daemon: wake, rescan, claim, start a worker, heartbeat, reap.
+"""The daemon: wake, accept, claim, start, heartbeat, reap.
+
+    serve():   wake (an event or the rescan period) -> rescan() -> keep the executor ready
+    rescan():  accept drops -> reap ended attempts (settling any publish) -> claim and start
+               queued jobs -> reclaim dead owners' attempts -> enforce cancels
+    heartbeat: its own thread beats every claim and ticks its worker's lifeline
 
 Filesystem events only wake the loop early; the periodic rescan is the truth (spool spec 3.7).
-Each running attempt is a child process started from a fork server that has torch and the
-pipeline imported already; a crash there fails that attempt only. A second thread writes the
-heartbeats, so a slow rescan never starves them, and ticks every worker's lifeline after a
-successful beat.
+Where an attempt runs is the executor's business (:mod:`ktrdr_daemon.executor`: local worker
+processes or Slurm jobs); which daemon runs which job is :mod:`ktrdr_daemon.matching`; what an
+attempt that died between publishing and its result leaves is :mod:`ktrdr_daemon.publication`.
+Every step, and each job inside a step, is isolated: a bad file costs that job an error, never
+the loop; if the loop itself dies, the daemon hands its jobs back and exits non-zero.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 import signal
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
-from pathlib import Path
 from typing import Any
-
-from filelock import FileLock, Timeout
 
 from ktrdr_daemon import publication
 from ktrdr_daemon import spool as sp
 from ktrdr_daemon import worker as wk
 from ktrdr_daemon.executor import Executor, LocalExecutor, SlurmExecutor, describe_exit
+from ktrdr_daemon.instance import one_daemon_per_identity
 from ktrdr_daemon.job_files import append_log, mirror_result
 from ktrdr_daemon.matching import decide
 from ktrdr_daemon.notify import sd_notify
@@ -52,10 +54,6 @@ class Running:
     lifeline: Connection
     started: float = field(default_factory=time.monotonic)
     cancel_seen: float | None = None
-
-
-class AlreadyRunning(SystemExit):
-    """Another copy of this daemon id holds the local lock."""
 
 
 class Daemon:
@@ -89,7 +87,8 @@ class Daemon:
         Every step of a rescan is isolated (:meth:`_isolated`); should the loop itself die, the
         daemon hands its jobs back and exits non-zero rather than living on as a heartbeat
         that serves nothing (a service manager restarts it)."""
-        instance_lock = self._single_instance()
+        instance_lock = one_daemon_per_identity(self.spool, self.daemon_id,
+                                                self.settings.heartbeat_seconds)
         try:
             self._start()
             while not self.stopping:
@@ -112,51 +111,6 @@ class Daemon:
             return EXIT_LOOP_DIED
         finally:
             instance_lock.release()
-
-    def _single_instance(self) -> FileLock:
-        """One daemon per identity: a daemon id on one spool (spec 3.8).
-
-        A local lock (never on the shared spool) named for the id and the spool's real path
-        makes a second copy exit clearly, and daemons on other spools never conflict. The lock
-        lives in XDG_RUNTIME_DIR, which two shells may set differently: so the spool is asked
-        too, and a live heartbeat of this id from another process refuses the start."""
-        folder = Path(os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()) / "ktrdr-daemon"
-        folder.mkdir(parents=True, exist_ok=True)
-        spool_key = hashlib.sha256(os.fsencode(os.path.realpath(self.spool.root))).hexdigest()
-        lock = FileLock(folder / f"{self.daemon_id}.{spool_key[:16]}.lock")
-        try:
-            lock.acquire(timeout=0)
-        except Timeout:
-            raise AlreadyRunning(
-                f"daemon {self.daemon_id!r} is already running on this host for "
-                f"{self.spool.root} (lock {lock.lock_file}); give this one another "
-                "--daemon-id") from None
-        try:
-            self._refuse_live_twin()
-        except BaseException:
-            lock.release()
-            raise
-        return lock
-
-    def _refuse_live_twin(self) -> None:
-        """Exit when ``daemons/<id>.json`` belongs to another live process: on this host its
-        pid says so at once; from another host, its counter changing over two heartbeats."""
-        path = self.spool.daemons / f"{self.daemon_id}.json"
-        record = sp._read_json(path)
-        if record is None or record.get("pid") == os.getpid():
-            return
-        judge = sp.LivenessJudge(sp.DaemonIdentity.current(self.daemon_id), float("inf"))
-        if judge.same_host(record):
-            alive = judge.death("twin", record, None) is None
-        else:
-            time.sleep(2.5 * self.settings.heartbeat_seconds)
-            later = sp._read_json(path) or {}
-            alive = later.get("beat") != record.get("beat")
-        if alive:
-            raise AlreadyRunning(
-                f"daemon {self.daemon_id!r} is already serving {self.spool.root} "
-                f"(pid {record.get('pid')} on {record.get('host')}); give this one another "
-                "--daemon-id")
 
     def _start(self) -> None:
         self.spool.ensure_layout()
