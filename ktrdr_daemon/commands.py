@@ -105,14 +105,14 @@ def job_rows(spool: sp.Spool, state: str | None = None) -> list[dict[str, Any]]:
     """
     now = time.time()
     rows = []
-    for entry in sp._job_entries(spool):
+    for entry in sp.job_entries(spool):
         folder = Path(entry.path)
-        names = sp._names(folder)
+        names = sp.folder_names(folder)
         if sp.SUBMITTED not in names and sp.RESULT not in names:
             continue  # an acceptance in flight
         if state is not None and (sp.RESULT in names) != (state in sp.TERMINAL):
             continue
-        info = sp._job_info(spool, entry.name, folder, names - {sp.JOB})
+        info = sp.info_from_names(spool, entry.name, folder, names - {sp.JOB})
         if state is not None and info.state != state:
             continue
         progress = _read_json(folder / "progress.json") or {}
@@ -232,7 +232,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     if job is None:  # never accepted: show what was dropped
         try:
             # Never open a FIFO or follow a link the user dropped: a bounded, regular-file read.
-            raw = sp._read_bounded(folder / sp.SUBMITTED, 4000)
+            raw = sp.read_bounded(folder / sp.SUBMITTED, 4000)
             data["submitted"] = raw.decode(errors="replace")
         except OSError:
             data["submitted"] = None

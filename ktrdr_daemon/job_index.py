@@ -33,7 +33,7 @@ from ktrdr_daemon.untrusted_yaml import MAX_DROP_BYTES, _Loader
 from pipeline.job import parse_execution
 
 
-def _job_entries(spool: Spool) -> Iterator[os.DirEntry[str]]:
+def job_entries(spool: Spool) -> Iterator[os.DirEntry[str]]:
     try:
         entries = list(os.scandir(spool.jobs))
     except FileNotFoundError:
@@ -43,7 +43,7 @@ def _job_entries(spool: Spool) -> Iterator[os.DirEntry[str]]:
             yield entry
 
 
-def _names(folder: str | Path) -> set[str]:
+def folder_names(folder: str | Path) -> set[str]:
     try:
         return {entry.name for entry in os.scandir(folder)}
     except (FileNotFoundError, NotADirectoryError):
@@ -76,7 +76,7 @@ def _job_listing(path: str) -> tuple[frozenset[str], JobInfo | None]:
         max_age = FINISHED_LISTING_MAX_AGE_S if RESULT in cached[2] else LISTING_MAX_AGE_S
         if now - cached[1] < max_age:
             return cached[2], cached[3]
-    names = frozenset(_names(path))  # listed after the stat: never older than its key
+    names = frozenset(folder_names(path))  # listed after the stat: never older than its key
     if time.time() - st.st_mtime >= LISTING_SETTLED_S:
         _listing_cache[path] = (key, now, names, None)
     else:
@@ -135,7 +135,7 @@ def scan_jobs(spool: Spool) -> list[JobFolder]:
         last.folders = folders
         return folders
     folders = [JobFolder(entry.name, entry.path, *_job_listing(entry.path))
-               for entry in _job_entries(spool)]
+               for entry in job_entries(spool)]
     _last_scans[str(spool.jobs)] = _Scan(key, now, folders)
     if len(_listing_cache) > len(folders) + 1000:  # forget folders that were cleaned
         seen = {folder.path for folder in folders}
@@ -156,7 +156,7 @@ class _Attempts:
     @classmethod
     def scan(cls, folder: Path) -> _Attempts:
         found = cls()
-        for name in _names(folder):
+        for name in folder_names(folder):
             if match := ATTEMPT_FILE.fullmatch(name):
                 n, kind = int(match[1]), match[2]
                 if kind == "claim":
@@ -294,7 +294,7 @@ class JobInfo:
     unsettled: bool = False  # an attempt may have published a version: see publication.py
 
 
-def _job_info(spool: Spool, job_id: str, job_dir: Path, names: set[str]) -> JobInfo:
+def info_from_names(spool: Spool, job_id: str, job_dir: Path, names: set[str]) -> JobInfo:
     """State per spec 1: ``result.json`` -> terminal; an open claim -> running; else queued."""
     job, broken = _header_or_problem(spool, job_id) if JOB in names else (None, None)
     attempts = _Attempts.scan(job_dir / "attempts") if "attempts" in names else _Attempts()
@@ -334,7 +334,7 @@ def _header_or_problem(spool: Spool, job_id: str) -> tuple[dict[str, Any], str |
 
 def job_info(spool: Spool, job_id: str) -> JobInfo:
     job_dir = spool.job_dir(job_id)
-    return _job_info(spool, job_id, job_dir, _names(job_dir))
+    return info_from_names(spool, job_id, job_dir, folder_names(job_dir))
 
 
 def job_state(spool: Spool, job_id: str) -> State:
@@ -357,7 +357,7 @@ def list_jobs(spool: Spool, state: State | None = None,
         if state is not None and (RESULT in names) != (state in TERMINAL):
             continue
         if info is None:
-            info = _job_info(spool, folder.id, Path(folder.path), set(names))
+            info = info_from_names(spool, folder.id, Path(folder.path), set(names))
             _remember_info(folder.path, names, info)
         if state is None or info.state == state:
             infos.append(info)

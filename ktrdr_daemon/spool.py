@@ -78,15 +78,15 @@ from ktrdr_daemon.job_index import (
 )
 from ktrdr_daemon.job_index import (
     _Attempts,
-    _job_entries,
-    _names,
+    folder_names,
+    job_entries,
     job_state,
     read_job,
     read_result,
     scan_jobs,
 )
 from ktrdr_daemon.job_index import (
-    _job_info as _job_info,
+    info_from_names as info_from_names,
 )
 from ktrdr_daemon.job_index import (
     job_info as job_info,
@@ -138,8 +138,6 @@ ORPHAN_GRACE_S = 10.0  # a moved drop left unvalidated this long was a crashed a
 TMP_STALE_S = 3600.0  # a file left in tmp/ this long belongs to a writer that died
 DEFAULT_MAX_ATTEMPTS = EXECUTION_DEFAULTS["max_attempts"]
 
-# Older names, kept for callers outside this package's protocol modules.
-_read_bounded, _read_json, _json_bytes = read_bounded, read_json, json_bytes
 
 
 #: ``validate(mapping, filename) -> (normalized mapping, warnings)``; raises with a message
@@ -783,9 +781,9 @@ def clean(spool: Spool, older_than_s: float, now: float | None = None) -> list[s
     """
     now = time.time() if now is None else now
     removed = []
-    for entry in _job_entries(spool):
+    for entry in job_entries(spool):
         path = Path(entry.path)
-        names = _names(path)
+        names = folder_names(path)
         try:
             age = now - os.stat(path / RESULT if RESULT in names else path).st_mtime
         except FileNotFoundError:
