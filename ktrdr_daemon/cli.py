@@ -247,8 +247,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
             print(f"error: {exc}", file=sys.stderr)
             status = EXIT_FAILED
             continue
-        if execution["require_gpu"] and not _gpu_alive(spool):
-            print(f"error: {path.name}: execution.require_gpu is set and no GPU daemon is alive",
+        wants = sp.wants_gpu(execution)
+        if wants and not _gpu_alive(spool):
+            print(f"error: {path.name}: execution.{wants} and no GPU daemon is alive",
                   file=sys.stderr)
             status = EXIT_FAILED
             continue

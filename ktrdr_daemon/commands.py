@@ -105,14 +105,14 @@ def job_rows(spool: sp.Spool, state: str | None = None) -> list[dict[str, Any]]:
     """
     now = time.time()
     rows = []
-    for entry in sp._job_entries(spool):
+    for entry in sp.job_entries(spool):
         folder = Path(entry.path)
-        names = sp._names(folder)
+        names = sp.folder_names(folder)
         if sp.SUBMITTED not in names and sp.RESULT not in names:
             continue  # an acceptance in flight
         if state is not None and (sp.RESULT in names) != (state in sp.TERMINAL):
             continue
-        info = sp._job_info(spool, entry.name, folder, names - {sp.JOB})
+        info = sp.info_from_names(spool, entry.name, folder, names - {sp.JOB})
         if state is not None and info.state != state:
             continue
         progress = _read_json(folder / "progress.json") or {}
@@ -231,7 +231,9 @@ def cmd_show(args: argparse.Namespace) -> int:
     }
     if job is None:  # never accepted: show what was dropped
         try:
-            data["submitted"] = (folder / sp.SUBMITTED).read_text(errors="replace")[:4000]
+            # Never open a FIFO or follow a link the user dropped: a bounded, regular-file read.
+            raw = sp.read_bounded(folder / sp.SUBMITTED, 4000)
+            data["submitted"] = raw.decode(errors="replace")
         except OSError:
             data["submitted"] = None
     if args.json:
@@ -309,7 +311,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
 
 def cmd_cancel(args: argparse.Namespace) -> int:
     """Cancel: a queued job ends cancelled now; a running one stops at its next batch."""
-    from ktrdr_daemon.progress import mirror_result
+    from ktrdr_daemon.job_files import mirror_result
 
     spool = _spool(args)
     status = EXIT_OK
@@ -340,7 +342,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 def cmd_retry(args: argparse.Namespace) -> int:
     """Requeue failed or cancelled jobs as a new attempt (the attempt budget restarts)."""
-    from ktrdr_daemon.progress import initial_snapshot, write_atomic
+    from ktrdr_daemon.job_files import append_log, mirror_state
 
     spool = _spool(args)
     status = EXIT_OK
@@ -359,12 +361,9 @@ def cmd_retry(args: argparse.Namespace) -> int:
         # progress.json mirrors the state for readers: say queued unless a daemon took it
         # already (then its worker writes "running" itself).
         if (_read_json(folder / "progress.json") or {}).get("state") in sp.TERMINAL:
-            snapshot = initial_snapshot(job_id, attempt)
-            snapshot["message"] = f"retried: queued again as attempt {attempt}"
-            write_atomic(spool.tmp, folder / "progress.json",
-                         json.dumps(snapshot, separators=(",", ":")).encode())
-        with open(folder / "log.txt", "a", encoding="utf-8") as log_file:
-            log_file.write(f"[retry] queued again as attempt {attempt}\n")
+            mirror_state(folder, spool.tmp, "queued", attempt=attempt, error=None,
+                         model_path=None, message=f"retried: queued again as attempt {attempt}")
+        append_log(folder, f"[retry] queued again as attempt {attempt}")
         print(f"{job_id}: queued again as attempt {attempt}")
     return status
 
@@ -395,7 +394,9 @@ def daemon_rows(spool: sp.Spool, settings: Settings, wait: bool = True) -> list[
     for d in first:
         updated = _parse_time(str(d.get("updated_at")))
         age = None if updated is None else round(now - updated, 1)
-        if judge.same_host(d):
+        if str(d.get("dead_reason") or "").startswith("malformed"):
+            status, how = "dead", "its heartbeat file"  # edited or torn: never trusted
+        elif judge.same_host(d):
             if not d["alive"]:
                 status = "dead"
             elif age is not None and age > settings.expire_seconds:

@@ -1,44 +1,48 @@
-"""The daemon: wake, rescan, claim, start a worker, heartbeat, reap.
+"""The daemon: wake, accept, claim, start, heartbeat, reap.
+
+    serve():   wake (an event or the rescan period) -> rescan() -> keep the executor ready
+    rescan():  accept drops -> reap ended attempts (settling any publish) -> claim and start
+               queued jobs -> reclaim dead owners' attempts -> enforce cancels
+    heartbeat: its own thread beats every claim and ticks its worker's lifeline
 
 Filesystem events only wake the loop early; the periodic rescan is the truth (spool spec 3.7).
-Each running attempt is a child process started from a fork server that has torch and the
-pipeline imported already; a crash there fails that attempt only. A second thread writes the
-heartbeats, so a slow rescan never starves them, and ticks every worker's lifeline after a
-successful beat.
+Where an attempt runs is the executor's business (:mod:`ktrdr_daemon.executor`: local worker
+processes or Slurm jobs); which daemon runs which job is :mod:`ktrdr_daemon.matching`; what an
+attempt that died between publishing and its result leaves is :mod:`ktrdr_daemon.publication`.
+Every step, and each job inside a step, is isolated: a bad file costs that job an error, never
+the loop; if the loop itself dies, the daemon hands its jobs back and exits non-zero.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import multiprocessing as mp
 import os
 import signal
-import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from multiprocessing import forkserver
-from multiprocessing.connection import Connection, wait
-from pathlib import Path
+from multiprocessing.connection import Connection
 from typing import Any
 
-from filelock import FileLock, Timeout
-
+from ktrdr_daemon import publication
 from ktrdr_daemon import spool as sp
 from ktrdr_daemon import worker as wk
+from ktrdr_daemon.executor import Executor, LocalExecutor, SlurmExecutor, describe_exit
+from ktrdr_daemon.instance import one_daemon_per_identity
+from ktrdr_daemon.job_files import append_log, mirror_result
+from ktrdr_daemon.matching import decide
 from ktrdr_daemon.notify import sd_notify
-from ktrdr_daemon.progress import append_log, mirror_result
 from ktrdr_daemon.settings import Settings
 from ktrdr_daemon.slurm import SlurmBackend, SlurmOptions
 from ktrdr_daemon.validate import validate_job
 from ktrdr_daemon.watcher import SpoolWatcher
-from pipeline.errors import PipelineError
 
 log = logging.getLogger("ktrdr_daemon")
 
 HANDBACK_TIMEOUT_S = 6.0  # SIGTERM -> exit within 10 s (spec 6): 4 s left for the rest
+EXIT_LOOP_DIED = 70  # EX_SOFTWARE: the loop hit a bug; its traceback is in the log
 
 
 @dataclass
@@ -52,10 +56,6 @@ class Running:
     cancel_seen: float | None = None
 
 
-class AlreadyRunning(SystemExit):
-    """Another copy of this daemon id holds the local lock."""
-
-
 class Daemon:
     """One daemon identity serving one spool; see the module docstring for the loop."""
 
@@ -64,92 +64,60 @@ class Daemon:
                  slurm: SlurmOptions | None = None) -> None:
         self.settings, self.once, self.on_job_start = settings, once, on_job_start
         self.spool = sp.Spool(settings.spool)
+        self.wake = threading.Event()
         self.daemon_id = settings.daemon_id or default_daemon_id(
             "slurm" if slurm else settings.device)
-        # With Slurm, each attempt is a Slurm job instead of a forked worker (ktrdr_daemon.slurm)
-        self.slurm = SlurmBackend(slurm, self.spool, self.daemon_id) if slurm else None
+        self.executor: Executor = (
+            SlurmExecutor(SlurmBackend(slurm, self.spool, self.daemon_id)) if slurm
+            else LocalExecutor(settings.device, settings.models, self.wake.set))
         self.running: dict[str, Running] = {}
         self.lock = threading.Lock()
-        self.wake = threading.Event()
         self.stopping = False
         self.heartbeats_done = threading.Event()
         self.counters = {"completed": 0, "failed": 0, "cancelled": 0, "handed_back": 0,
                          "crashed": 0}
         self.first_seen: dict[str, float] = {}  # job id -> when this daemon first saw it queued
         self.live_daemons: list[dict[str, Any]] = []
-        self.spare: tuple[Any, Connection] | None = None  # a worker forked ahead, and its pipe
+        self._errors: dict[str, str] = {}  # the last error of each isolated step (log once)
 
     # -- start and stop --------------------------------------------------------------------
     def serve(self) -> int:
-        """Run until SIGTERM/SIGINT (or, with ``once``, until nothing is left to do)."""
-        instance_lock = self._single_instance()
+        """Run until SIGTERM/SIGINT (or, with ``once``, until nothing is left to do).
+
+        Every step of a rescan is isolated (:meth:`_isolated`); should the loop itself die, the
+        daemon hands its jobs back and exits non-zero rather than living on as a heartbeat
+        that serves nothing (a service manager restarts it)."""
+        instance_lock = one_daemon_per_identity(self.spool, self.daemon_id,
+                                                self.settings.heartbeat_seconds)
         try:
             self._start()
             while not self.stopping:
                 self.wake.wait(self.settings.rescan_seconds)
                 self.wake.clear()
-                try:
-                    self.rescan()
-                except OSError as exc:  # a full or flaky disk: what failed is retried next pass
-                    log.warning("rescan failed, retrying: %s", exc)
+                self.rescan()
                 if self.once and self._idle():
                     break
-                self._keep_spare()
+                if not self.stopping:
+                    self.executor.keep_ready()
             return self._shutdown()
+        except Exception:
+            log.exception("the daemon's loop died; handing jobs back and exiting")
+            self.stopping = True
+            try:
+                self._shutdown()
+            except Exception:
+                log.exception("the shutdown failed too; killing the workers")
+                self._kill_workers()
+            return EXIT_LOOP_DIED
         finally:
             instance_lock.release()
-
-    def _single_instance(self) -> FileLock:
-        """A local lock (never on the shared spool): a second copy of this id exits clearly."""
-        folder = Path(os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()) / "ktrdr-daemon"
-        folder.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(folder / f"{self.daemon_id}.lock")
-        try:
-            lock.acquire(timeout=0)
-        except Timeout:
-            raise AlreadyRunning(
-                f"daemon {self.daemon_id!r} is already running on this host "
-                f"(lock {lock.lock_file}); give this one another --daemon-id") from None
-        return lock
 
     def _start(self) -> None:
         self.spool.ensure_layout()
         self.me = sp.DaemonIdentity.current(self.daemon_id)
         self.judge = sp.LivenessJudge(self.me, self.settings.expire_seconds)
         self.incoming = sp.Incoming(self.spool)
-        if self.slurm is not None:
-            self._start_serving(self.slurm.device_info())  # jobs prove their device on the nodes
-            return
-        # The fork server imports torch once; the device is proven in a child of it (a real
-        # allocation), so this process never loads torch. ensure_running returns before the
-        # server is ready (seconds on a busy box); the first worker would wait for it between
-        # its claim and its start, and a claim not beaten for t_fence is fenced: the probe
-        # also makes "serving" mean ready.
-        self.context = mp.get_context("forkserver")
-        self.context.set_forkserver_preload(["ktrdr_daemon.preload"])
-        forkserver.ensure_running()
-        device = self._probe_device()
-        self._keep_spare()  # the first claim already finds a worker waiting
-        self._start_serving(device)
-
-    def _probe_device(self) -> dict[str, Any]:
-        reader, writer = self.context.Pipe(duplex=False)
-        probe = self.context.Process(target=wk.probe_device, args=(self.settings.device, writer),
-                                     name="ktrdr-device-probe")
-        probe.start()
-        writer.close()
-        try:
-            status, value = reader.recv()
-        except EOFError:
-            probe.join()
-            raise PipelineError(f"the device probe for {self.settings.device!r} "
-                                f"{describe_exit(probe.exitcode)}") from None
-        finally:
-            reader.close()
-        probe.join()
-        if status != "ok":
-            raise PipelineError(value)
-        return value
+        self._start_serving(self.executor.prepare())
 
     def _start_serving(self, device: dict[str, Any]) -> None:
         self.device = device
@@ -177,13 +145,9 @@ class Daemon:
     def _shutdown(self) -> int:
         """Hand every running attempt back (checkpoint at the next batch), then exit."""
         sd_notify("STOPPING=1")
-        if self.spare is not None:
-            _stop_spare(self.spare)
-            self.spare = None
-        if self.slurm is not None:  # Slurm jobs outlive us: the next daemon adopts them
-            for job_id in list(self.running):
-                log.info("%s: left running in Slurm for the next daemon to adopt", job_id)
-                self._forget(job_id)
+        self.executor.close()
+        for job_id in self.executor.outlives(list(self.running)):
+            self._forget(job_id)
         with self.lock:
             running = dict(self.running)
         for job_id, run in running.items():
@@ -197,7 +161,8 @@ class Daemon:
             log.warning("%s: worker did not hand back in time; killed", job_id)
             run.process.kill()
             run.process.join()
-            run.claim.hand_back("killed during hand-back; resumes from the last checkpoint")
+            with self._isolated(job_id, "hand back"):
+                run.claim.hand_back("killed during hand-back; resumes from the last checkpoint")
             self._forget(job_id)
         self.watcher.stop()
         self.heartbeats_done.set()
@@ -207,141 +172,193 @@ class Daemon:
 
     # -- the rescan: the truth -------------------------------------------------------------
     def rescan(self) -> None:
-        self.watcher.ensure_alive()
-        self.accept_drops()
-        folders = sp.scan_jobs(self.spool)  # one listing per rescan, shared by every pass
-        for job_id in self.incoming.recover_unaccepted(self._validate, folders):
-            self._mirror_if_ended(job_id)
-        if self.slurm is not None:
-            self.slurm.poll({job_id: run.process for job_id, run in self.running.items()})
+        """One pass; each step (and, inside, each job) is isolated: a bad file or a vanished
+        folder costs that job a logged error, never the loop."""
+        folders: list[sp.JobFolder] = []
+        with self._isolated("spool", "layout"):
+            self.spool.ensure_layout()  # a folder removed by hand is re-created, not fatal
+            self.watcher.ensure_alive()
+        with self._isolated("incoming", "accept"):
+            self.accept_drops()
+        with self._isolated("jobs", "scan"):
+            folders = sp.scan_jobs(self.spool)  # one listing per rescan, shared by every pass
+            for job_id in self.incoming.recover_unaccepted(self._validate, folders):
+                self._mirror_if_ended(job_id)
+        with self._isolated(self.executor.kind, "poll"):
+            self.executor.poll(dict(self.running))
         self.reap()
         # Mode matching needs the live daemons as they are now: a GPU daemon that started a
         # moment before a drop takes its auto job (a few small files: well under a millisecond).
-        self.live_daemons = sp.read_daemons(self.spool, self.judge)
+        with self._isolated("daemons", "read"):
+            self.live_daemons = sp.read_daemons(self.spool, self.judge)
         if not self.stopping:
-            self.claim_jobs(folders)
-        self.reclaim_dead(folders)
+            with self._isolated("queue", "claim"):
+                self.claim_jobs(folders)
+        with self._isolated("jobs", "reclaim"):
+            self.reclaim_dead(folders)
         self.enforce_cancels()
 
+    @contextlib.contextmanager
+    def _isolated(self, subject: str, step: str) -> Iterator[None]:
+        """Run one step for one subject (a job id, or a pass); an error is logged (its traceback
+        once per distinct error) and the loop goes on; the step is retried next rescan."""
+        try:
+            yield
+        except Exception as exc:
+            key, text = f"{subject}:{step}", f"{type(exc).__name__}: {exc}"
+            if isinstance(exc, FileNotFoundError) and sp.is_safe_name(subject) and not (
+                    self.spool.jobs / subject).is_dir() and (self.spool.jobs).is_dir():
+                log.warning("%s: its folder was removed (%s); nothing left to %s", subject,
+                            exc.filename, step)
+            elif self._errors.get(key) != text:
+                self._errors[key] = text
+                log.exception("%s: %s failed; retried at the next rescan", subject, step)
+            else:
+                log.warning("%s: %s failed again: %s", subject, step, text)
+
     def accept_drops(self) -> None:
-        fast = self.watcher.take_completed()  # moved-in or closed-after-write: complete now
+        fast = self.watcher.take_completed()  # renamed in: complete now
         for drop in sorted(set(self.incoming.complete_drops(wait=False)) | fast):
             if not os.path.lexists(drop):  # a symlink drop may dangle: it still ends failed
                 continue
-            job_id = sp.accept_drop(self.spool, drop, self._validate)
-            if job_id:
-                self._mirror_if_ended(job_id)
+            with self._isolated(drop.name, "accept"):
+                job_id = sp.accept_drop(self.spool, drop, self._validate)
+                if job_id:
+                    self._mirror_if_ended(job_id)
 
     def _validate(self, body: dict[str, Any], source: str) -> tuple[dict[str, Any], list[str]]:
         return validate_job(body, source, self.settings)
 
     def reap(self) -> None:
-        """Collect finished workers; a crash fails that attempt only (it counts)."""
+        """Collect finished workers; a crash fails that attempt only (it counts). An attempt
+        that ended without a result may have published: it is settled at once."""
         for job_id, run in list(self.running.items()):
             if run.process.is_alive():
                 continue
             run.process.join()
-            code = run.process.exitcode
-            if code == wk.EXIT_HANDED_BACK:
-                self.counters["handed_back"] += 1
-            elif code in (wk.EXIT_DONE, wk.EXIT_FENCED):
-                result = sp.read_result(self.spool, job_id) or {}
-                state = result.get("state")
-                if state in self.counters:
-                    self.counters[state] += 1
-                if code == wk.EXIT_FENCED:
-                    run.claim.abandon("the worker lost its claim (fenced)")
-            else:
-                self.counters["crashed"] += 1
-                reason = f"the worker {describe_exit(code)}"
-                log.warning("%s: attempt %d failed: %s", job_id, run.claim.attempt, reason)
-                run.claim.abandon(reason)
-                _append_log(self.spool, job_id, f"[attempt {run.claim.attempt} failed] {reason}")
-            self._forget(job_id)
+            try:
+                with self._isolated(job_id, "reap"):
+                    self._reap_one(job_id, run)
+            finally:
+                self._forget(job_id)
+
+    def _reap_one(self, job_id: str, run: Running) -> None:
+        code = run.process.exitcode
+        if code == wk.EXIT_HANDED_BACK:
+            self.counters["handed_back"] += 1
+            return
+        if code in (wk.EXIT_DONE, wk.EXIT_FENCED):
+            state = (sp.read_result(self.spool, job_id) or {}).get("state")
+            if state in self.counters:
+                self.counters[state] += 1
+            if code == wk.EXIT_FENCED:
+                run.claim.abandon("the worker lost its claim (fenced)")
+        else:
+            self.counters["crashed"] += 1
+            reason = f"the worker {describe_exit(code)}"
+            log.warning("%s: attempt %d failed: %s", job_id, run.claim.attempt, reason)
+            self.executor.after_crash(run.process)
+            run.claim.abandon(reason)
+            _append_log(self.spool, job_id, f"[attempt {run.claim.attempt} failed] {reason}")
+        if sp.read_result(self.spool, job_id) is None:
+            self._settle(job_id)
+
+    def _settle(self, job_id: str) -> None:
+        """Publish, then result: finish what an ended attempt left (publication.settle)."""
+        if not sp.publish_intents(self.spool, job_id) and not sp.is_cancel_requested(
+                self.spool, job_id):
+            return
+        state = publication.settle(self.spool, job_id)
+        if state != "queued":
+            log.info("%s: settled after its attempt ended: %s", job_id, state)
+        self._mirror_if_ended(job_id)
 
     def reclaim_dead(self, folders: list[sp.JobFolder] | None = None) -> None:
         """End attempts of dead owners (at once when provably dead, else after T_expire)."""
         for found in sp.find_reclaimable(self.spool, self.judge, folders):
             if found.job_id in self.running:
                 continue
-            reclaim = self.slurm.reclaim if self.slurm is not None else sp.reclaim
-            if reclaim(self.spool, found, self.me):
-                log.info("%s: reclaimed attempt %d (%s)", found.job_id, found.attempt,
-                         found.reason)
-                _append_log(self.spool, found.job_id,
-                            f"[attempt {found.attempt} reclaimed by {self.daemon_id}] "
-                            f"{found.reason}")
-                self.wake.set()
+            with self._isolated(found.job_id, "reclaim"):
+                if self.executor.reclaim(self.spool, found, self.me):
+                    log.info("%s: reclaimed attempt %d (%s)", found.job_id, found.attempt,
+                             found.reason)
+                    _append_log(self.spool, found.job_id,
+                                f"[attempt {found.attempt} reclaimed by {self.daemon_id}] "
+                                f"{found.reason}")
+                    self._settle(found.job_id)
+                    self.wake.set()
 
     def enforce_cancels(self) -> None:
-        """A running job stops itself at the next batch; one that ignores it is killed."""
+        """A running job stops itself at the next batch; one that ignores it is killed, and
+        settled like any attempt that ended without a result (its version, if any, withdrawn)."""
         now = time.monotonic()
         for job_id, run in list(self.running.items()):
-            if not sp.is_cancel_requested(self.spool, job_id):
-                continue
-            run.cancel_seen = run.cancel_seen or now
-            if now - run.cancel_seen >= self.settings.cancel_grace_seconds:
+            with self._isolated(job_id, "cancel"):
+                if not sp.is_cancel_requested(self.spool, job_id):
+                    continue
+                run.cancel_seen = run.cancel_seen or now
+                if now - run.cancel_seen < self.settings.cancel_grace_seconds:
+                    continue
                 log.warning("%s: ignored the cancel for %.1f s; killed", job_id,
                             now - run.cancel_seen)
-                run.process.kill()
-                run.process.join()
-                sp.write_result(self.spool, job_id, "cancelled", run.claim,
-                                note="killed after the cancel grace period")
+                self.executor.cancel(run.process)
                 self._forget(job_id)
-                self._mirror_if_ended(job_id)
+                self.executor.after_crash(run.process)
+                run.claim.abandon("killed after the cancel grace period")
+                self._settle(job_id)
 
     def claim_jobs(self, folders: list[sp.JobFolder] | None = None) -> None:
         free = self.settings.slots - len(self.running)
         for info in sp.queued_jobs(self.spool, folders):  # no file read per job: 10,000 may wait
-            job_id = info.id
-            # A cancelled queued job ends now, however busy this daemon is and whichever
-            # daemon it waits for: it must not wait for a slot only to be never started.
-            if info.cancel_requested and sp.finish_cancelled(self.spool, job_id):
-                self._mirror_if_ended(job_id)
+            if info.id in self.running:
                 continue
-            if free <= 0 or job_id in self.running:
-                continue
-            note = self._match(job_id, {"execution": info.execution})
-            if note is False:
-                continue
-            claim = sp.try_claim(self.spool, job_id, self.me, t_fence=self.settings.fence_seconds)
-            if claim is None:
-                self._mirror_if_ended(job_id)
-                continue
-            if isinstance(note, str):
-                _append_log(self.spool, job_id, note)
-            self._start_worker(job_id, claim)
-            free -= 1
+            with self._isolated(info.id, "claim"):
+                if self._claim_one(info, free):
+                    free -= 1
 
-    # -- which daemon runs which job (spec 4) -----------------------------------------------
-    def _match(self, job_id: str, job: dict[str, Any]) -> bool | str:
-        """True or a log note to claim; False to leave the job to another daemon."""
-        execution = job.get("execution") or {}
-        mode = execution.get("mode", "auto")
-        wants_gpu = mode == "gpu" or bool(execution.get("require_gpu"))
-        if self.is_gpu:
-            return mode != "local"
-        if mode == "local":
-            return True
-        gpus = [d for d in self.live_daemons if d["alive"] and d.get("device", "cpu") != "cpu"]
-        if wants_gpu:
-            if not gpus:
-                waited = time.monotonic() - self.first_seen.setdefault(job_id, time.monotonic())
-                if waited >= float(execution.get("wait_for_gpu") or 0):
-                    header = sp.read_job_header(self.spool, job_id) or {}
-                    source = header.get("source") or job_id  # the file the user dropped
-                    self._fail(job_id, f"{source}: no GPU daemon is alive (execution asks for a "
-                               "GPU; set execution.wait_for_gpu to wait, or mode: auto to allow "
-                               "the CPU)")
+    def _claim_one(self, info: sp.JobInfo, free: int) -> bool:
+        """Decide one queued job; True when a worker was started for it. What ends a job without
+        running it (a broken job.yaml, a cancel, no GPU daemon for a GPU job, an unsettled
+        publish) is done here whatever the free slots: no job waits for a slot only to end."""
+        job_id = info.id
+        if info.broken:
+            self._fail(job_id, info.broken, where="job.yaml")
             return False
-        if any(d.get("free_slots", 0) > 0 for d in gpus):
-            return False  # a live GPU daemon with a free slot goes first
-        reason = "no GPU daemon alive" if not gpus else "every GPU daemon is busy"
-        return f"running on CPU: {reason}"
+        if info.unsettled:
+            self._settle(job_id)
+            return False
+        if info.cancel_requested and sp.finish_cancelled(self.spool, job_id):
+            self._mirror_if_ended(job_id)
+            return False
+        note = self._match(job_id, {"execution": info.execution})
+        if note is False or free <= 0:
+            return False
+        claim = sp.try_claim(self.spool, job_id, self.me, t_fence=self.settings.fence_seconds)
+        if claim is None:
+            self._mirror_if_ended(job_id)
+            return False
+        if isinstance(note, str):
+            _append_log(self.spool, job_id, note)
+        self._start_worker(job_id, claim)
+        return True
 
-    def _fail(self, job_id: str, message: str) -> None:
+    # -- which daemon runs which job (spec 4, ktrdr_daemon.matching) -------------------------
+    def _match(self, job_id: str, job: dict[str, Any]) -> bool | str:
+        """True or a log note to claim; False to leave the job (or after failing it)."""
+        waited = time.monotonic() - self.first_seen.setdefault(job_id, time.monotonic())
+        decision = decide(job.get("execution") or {}, is_gpu=self.is_gpu,
+                          live_daemons=self.live_daemons, waited_s=waited)
+        if decision.fail:
+            source = (sp.read_job_header(self.spool, job_id) or {}).get("source") or job_id
+            self._fail(job_id, f"{source}: {decision.fail}")  # names the file the user dropped
+        if not decision.claim:
+            return False
+        return decision.note or True
+
+    def _fail(self, job_id: str, message: str, where: str = "scheduling") -> None:
         if sp.write_result(self.spool, job_id, "failed",
-                           error={"message": message, "where": "scheduling"}):
+                           error={"message": message, "where": where}):
+            log.warning("%s: failed: %s", job_id, message)
             self._mirror_if_ended(job_id)
 
     # -- workers -----------------------------------------------------------------------------
@@ -352,73 +369,15 @@ class Daemon:
             claim_data=claim._data, daemon_id=self.daemon_id, host=self.me.host,
             device=self.device["device"], data_root=str(s.data_root),
             models_root=str(s.models), strategies_root=str(s.strategies), threads=s.threads,
-            t_fence=s.fence_seconds, strict=s.strict, checkpoint_seconds=s.checkpoint_seconds)
-        if self.slurm is not None:  # the Slurm job stands in for the process, a lease for the pipe
-            slurm_run, lease = self.slurm.start(job_id, claim, task)
-            with self.lock:
-                self.running[job_id] = Running(claim, slurm_run, lease)  # type: ignore[arg-type]
-            self.watcher.watch_job(job_id)
-            log.info("%s: attempt %d in %s", job_id, claim.attempt, slurm_run.pid)
-            if self.on_job_start is not None:
-                self.on_job_start(job_id)
-            return
-        process, writer = self._worker_for(task)
+            t_fence=s.fence_seconds, strict=s.strict,
+            checkpoint_seconds=s.checkpoint_seconds)
+        handle, lifeline = self.executor.start(task, claim)
         with self.lock:
-            self.running[job_id] = Running(claim, process, writer)
+            self.running[job_id] = Running(claim, handle, lifeline)
         self.watcher.watch_job(job_id)
-        log.info("%s: attempt %d started (pid %s)", job_id, claim.attempt, process.pid)
+        log.info("%s: attempt %d started (pid %s)", job_id, claim.attempt, handle.pid)
         if self.on_job_start is not None:
             self.on_job_start(job_id)
-        # A worker's exit makes no file event: wake the loop so its slot is reaped and refilled
-        # now, not at the next rescan (a queue of short jobs idled ~rescan_seconds between jobs).
-        threading.Thread(target=self._wake_on_exit, args=(process.sentinel,),
-                         name=f"exit:{job_id}", daemon=True).start()
-
-    def _worker_for(self, task: wk.WorkerTask) -> tuple[Any, Connection]:
-        """The spare worker, handed ``task`` through its lifeline; a fresh fork if there is
-        none (or it died)."""
-        spare, self.spare = self.spare, None
-        if spare is not None:
-            process, writer = spare
-            try:
-                writer.send(task)
-                return process, writer
-            except OSError:  # it died since it was forked: fork one now
-                _stop_spare(spare)
-        reader, writer = self.context.Pipe(duplex=False)
-        process = self.context.Process(target=wk.run_attempt, args=(task, reader),
-                                       name=f"ktrdr-worker:{task.job_id}", daemon=False)
-        process.start()
-        reader.close()
-        return process, writer
-
-    def _keep_spare(self) -> None:
-        """Keep one worker forked ahead (worker.run_spare), so the next claim starts at once.
-        Forking it takes the fork server ~10-20 ms, here, after the claims, not before a job."""
-        if self.slurm is not None or self.stopping:
-            return
-        if self.spare is not None:
-            if self.spare[0].is_alive():
-                return
-            _stop_spare(self.spare)  # killed from outside: replace it
-            self.spare = None
-        reader, writer = self.context.Pipe(duplex=False)
-        process = self.context.Process(target=wk.run_spare, args=(reader,),
-                                       name="ktrdr-worker:spare", daemon=False)
-        try:
-            process.start()
-        except OSError as exc:  # no processes or descriptors left: fork on demand instead
-            log.warning("could not fork a spare worker: %s", exc)
-            writer.close()
-            return
-        finally:
-            reader.close()
-        self.spare = (process, writer)
-
-    def _wake_on_exit(self, sentinel: int) -> None:
-        with contextlib.suppress(OSError, ValueError):
-            wait([sentinel])
-        self.wake.set()
 
     def _forget(self, job_id: str) -> None:
         with self.lock:
@@ -472,6 +431,12 @@ class Daemon:
                 return False
         return True
 
+    def _kill_workers(self) -> None:
+        """The last resort when the shutdown itself failed: no worker outlives its daemon."""
+        for run in list(self.running.values()):
+            with contextlib.suppress(Exception):
+                run.process.kill()
+
     def _mirror_if_ended(self, job_id: str) -> None:
         result = sp.read_result(self.spool, job_id)
         if result is not None:
@@ -484,29 +449,9 @@ def default_daemon_id(device: str) -> str:
     return f"{host[:50]}-{device.replace(':', '')}"
 
 
-def describe_exit(code: int | None) -> str:
-    if code is None:
-        return "did not exit"
-    if code < 0:
-        name = signal.Signals(-code).name
-        hint = " (out of memory?)" if -code == signal.SIGKILL else ""
-        return f"was killed by {name}{hint}"
-    return f"exited with status {code}"
-
-
 def _send(conn: Connection, message: str) -> None:
     with contextlib.suppress(OSError, ValueError):  # the worker is gone; the reaper will see it
         conn.send(message)
-
-
-def _stop_spare(spare: tuple[Any, Connection]) -> None:
-    """End an unused spare worker: its pipe closing makes it exit; kill it if it does not."""
-    process, writer = spare
-    writer.close()
-    process.join(2.0)
-    if process.is_alive():
-        process.kill()
-        process.join()
 
 
 def _append_log(spool: sp.Spool, job_id: str, line: str) -> None:

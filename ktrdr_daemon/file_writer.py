@@ -146,7 +146,11 @@ class FileWriter:
         # Bare system calls: each one lets the training thread have the GIL and takes it back,
         # so the fewer (no buffered file object, no fstat) the less it waits for this thread.
         tmp = f"{self.tmp_dir}/{path.parent.name}.{path.name}.{os.getpid()}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        except FileNotFoundError:  # spool/tmp removed under a running job: re-create it
+            os.makedirs(self.tmp_dir, exist_ok=True)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             view = memoryview(data)
             while view:

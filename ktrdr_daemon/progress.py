@@ -12,83 +12,21 @@ loop never waits on the disk; :meth:`ProgressWriter.close` (or ``files.flush()``
 
 from __future__ import annotations
 
-import contextlib
-import datetime as dt
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
 
 from ktrdr_daemon.file_writer import FileWriter
-from pipeline.events import STEPS, epoch_metrics, epoch_summary
+from ktrdr_daemon.job_files import initial_snapshot, utc_now
+from pipeline.events import epoch_metrics, epoch_summary
 
-SCHEMA = 1
 MIN_INTERVAL = 0.1  # seconds between throttled writes: at most ~10 a second
 # Overall percent: steps 1-7 take the first 5 %, training 5-95 %, steps 9-12 the rest.
 _TRAIN_START, _TRAIN_END = 5.0, 95.0
 # Made once: json.dumps with options builds an encoder per call (this runs every epoch).
 _COMPACT = json.JSONEncoder(separators=(",", ":"))
 _EVENT = json.JSONEncoder(default=str)
-
-
-def utc_now() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def write_atomic(tmp_dir: Path, path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so readers see the old or the new file, never half of one.
-
-    The temporary file lives in the spool's ``tmp/`` (same filesystem, never scanned).
-    No fsync: progress is a hint refreshed many times a second; durability is for results.
-    """
-    tmp = tmp_dir / f"{path.parent.name}.{path.name}.{os.getpid()}.tmp"
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
-def initial_snapshot(job_id: str, attempt: int = 0, daemon: str | None = None,
-                     host: str | None = None, device: str | None = None) -> dict[str, Any]:
-    """A ``progress.json`` with every field of the schema (spool spec section 5)."""
-    now = utc_now()
-    return {
-        "schema": SCHEMA, "job_id": job_id, "state": "queued", "attempt": attempt,
-        "daemon": daemon, "host": host, "device": device,
-        "step": 0, "steps": len(STEPS), "phase": None, "message": None,
-        "epoch": None, "epochs": None, "batch": None, "batches": None,
-        "percent": 0.0, "eta_seconds": None, "metrics": {}, "best": None,
-        "warnings": [], "started_at": now, "updated_at": now,
-        "model_path": None, "error": None,
-    }
-
-
-def append_log(job_dir: Path, line: str) -> None:
-    """Add one line to a job's ``log.txt``; a note that cannot be written is not worth failing
-    the caller (the daemon's loop, a Slurm poll) over."""
-    with contextlib.suppress(OSError), open(job_dir / "log.txt", "a", encoding="utf-8") as log:
-        log.write(line + "\n")
-
-
-def mirror_result(job_dir: Path, tmp_dir: Path, result: dict[str, Any]) -> None:
-    """Make ``progress.json``, ``events.jsonl`` and ``log.txt`` agree with a ``result.json``
-    the daemon wrote itself (validation failed, gave up, cancelled while queued)."""
-    path = job_dir / "progress.json"
-    try:
-        snapshot = json.loads(path.read_text())
-    except (OSError, ValueError):
-        snapshot = initial_snapshot(job_dir.name, result.get("attempt", 0))
-    state = result.get("state")
-    if snapshot.get("state") == state:
-        return
-    fields = {k: result[k] for k in ("error", "model_path", "attempt") if k in result}
-    snapshot.update(state=state, updated_at=utc_now(), **fields)
-    write_atomic(tmp_dir, path, json.dumps(snapshot, separators=(",", ":")).encode())
-    with open(job_dir / "events.jsonl", "a", encoding="utf-8") as events:
-        events.write(json.dumps({"at": utc_now(), "type": "state", "state": state, **fields})
-                     + "\n")
-    message = (result.get("error") or {}).get("message")
-    with open(job_dir / "log.txt", "a", encoding="utf-8") as log_file:
-        log_file.write(f"[{state}]" + (f" {message}" if message else "") + "\n")
 
 
 class ProgressWriter:

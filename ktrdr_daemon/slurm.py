@@ -51,13 +51,8 @@ from typing import Any
 
 from ktrdr_daemon import spool as sp
 from ktrdr_daemon import worker as wk
-from ktrdr_daemon.progress import (
-    ProgressWriter,
-    append_log,
-    initial_snapshot,
-    mirror_result,
-    write_atomic,
-)
+from ktrdr_daemon.job_files import append_log, mirror_result, mirror_state
+from ktrdr_daemon.progress import ProgressWriter
 
 log = logging.getLogger("ktrdr_daemon")
 
@@ -508,21 +503,11 @@ class SlurmBackend:
 
     def _mirror_queued(self, run: SlurmRun) -> None:
         """Pending in Slurm shows as ``queued`` in progress.json, with Slurm's state and reason."""
-        job_dir = self.spool.job_dir(run.job_id)
         message = f"Slurm job {run.job.job_id} {run.state}" + (
             f" ({run.reason})" if run.reason and run.reason != "None" else "")
-        try:
-            snapshot = json.loads((job_dir / "progress.json").read_bytes())
-        except (OSError, ValueError):
-            snapshot = initial_snapshot(run.job_id, run.claim.attempt, self.daemon_id)
-        snapshot.update(state="queued", message=message, attempt=run.claim.attempt,
-                        daemon=self.daemon_id, updated_at=sp.utc_now())
-        try:
-            write_atomic(self.spool.tmp, job_dir / "progress.json",
-                         json.dumps(snapshot, separators=(",", ":")).encode())
-        except OSError:
-            return
-        _note(self.spool, run.job_id, f"[slurm] {message}")
+        mirror_state(self.spool.job_dir(run.job_id), self.spool.tmp, "queued",
+                     attempt=run.claim.attempt, daemon=self.daemon_id, message=message,
+                     log_line=f"[slurm] {message}")
 
     def _finish(self, run: SlurmRun) -> int:
         """Slurm is done with the job: make the spool say how it ended; a worker exit code."""

@@ -24,7 +24,7 @@ from rich.live import Live
 from rich.text import Text
 
 from ktrdr_daemon import spool as sp
-from ktrdr_daemon.progress import initial_snapshot
+from ktrdr_daemon.job_files import initial_snapshot
 
 POLL_S = 0.15
 VANISH_S = 5.0  # a drop gone from incoming/ with no job folder this long: give up

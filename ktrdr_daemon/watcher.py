@@ -15,7 +15,6 @@ import threading
 from pathlib import Path
 
 from watchdog.events import (
-    FileClosedEvent,
     FileMovedEvent,
     FileSystemEvent,
     FileSystemEventHandler,
@@ -161,7 +160,8 @@ class SpoolWatcher:
                 self.observer.unschedule(watch)
 
     def take_completed(self) -> set[Path]:
-        """Drops an event proved complete (renamed in, or closed after writing)."""
+        """Drops an event proved complete: renamed in. Closing a file proves nothing (an
+        `echo >>` sequence closes it after every line): those wait for the settle rule."""
         with self._lock:
             done, self._completed = self._completed, set()
         return done
@@ -171,8 +171,7 @@ class SpoolWatcher:
         path = Path(os.fsdecode(event.dest_path if moved_in else event.src_path))
         if path.parent.parent == self.spool.jobs and path.name != sp.CANCEL:
             return  # a running job's own progress files: only its cancel marker matters here
-        complete = moved_in or isinstance(event, FileClosedEvent)
-        if complete and path.parent == self.spool.incoming and not sp.is_ignored_name(path.name):
+        if moved_in and path.parent == self.spool.incoming and not sp.is_ignored_name(path.name):
             with self._lock:
                 self._completed.add(path)
         self.wake.set()

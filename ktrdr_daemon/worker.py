@@ -25,7 +25,7 @@ once (:mod:`ktrdr_daemon.preload`), so a worker finds them loaded.
 
 from __future__ import annotations
 
-import json
+import errno
 import os
 import signal
 import sys
@@ -36,17 +36,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
+from ktrdr_daemon import publication
 from ktrdr_daemon import spool as sp
 from ktrdr_daemon.file_writer import FileWriter
 from ktrdr_daemon.progress import ProgressWriter
 from ktrdr_daemon.settings import Settings
 from pipeline.errors import Cancelled, HandedBack, PipelineError
 from pipeline.job import load_job
-
-if TYPE_CHECKING:
-    from pipeline.store import ModelStore
 
 # The interpreter's switch interval in a worker (CPython's default is 5 ms): how long the
 # training thread may wait for the GIL before it makes the thread holding it let go. The file
@@ -185,18 +183,31 @@ def run_with(task: WorkerTask, stop: WorkerStop, liveness: Liveness) -> int:
                               daemon=task.daemon_id, host=task.host, device=task.device)
     liveness.start(claim, progress)
     try:
-        return _train(task, spool, claim, stop, liveness, progress)
-    finally:
+        code = _train(task, spool, claim, stop, liveness, progress)
+    except OSError:
+        if job_dir.is_dir():
+            raise
+        code = EXIT_FENCED  # the job's folder was removed (rm -rf, mv): nobody to report to
+    try:
         progress.close()
+    except OSError:
+        if job_dir.is_dir():
+            raise
+    return code
 
 
 def _train(task: WorkerTask, spool: sp.Spool, claim: sp.Claim, stop: WorkerStop,
            liveness: Liveness, progress: ProgressWriter) -> int:
     job_dir = spool.job_dir(task.job_id)
+    job_file = sp.read_job(spool, task.job_id) or {}
+    strategy_dir: list[str] = []  # known once the job is loaded
 
     def before_publish() -> None:
         if not (liveness.fresh() and claim.still_current()):
             raise Fenced()
+        # Publish, then result: say where, so a death before result.json is settled (publication)
+        sp.record_publish_intent(claim, {"strategy_dir": strategy_dir[0],
+                                         "submission": publication.submission_of(job_file)})
 
     import torch
 
@@ -205,19 +216,17 @@ def _train(task: WorkerTask, spool: sp.Spool, claim: sp.Claim, stop: WorkerStop,
     from pipeline.store import ModelStore
 
     torch.set_num_threads(task.threads)
-    job_file = sp.read_job(spool, task.job_id) or {}
     try:
         job = load_job({"strategy": job_file.get("strategy")}, source_name=task.job_id,
                        strict=task.strict)
-        models = ModelStore(Path(task.models_root))
-        # Only a job that ran before (a later attempt, or a requeued one with a checkpoint)
-        # can have published already; a first run skips the scan of the strategy's versions.
-        ran_before = task.attempt > 1 or (job_dir / CHECKPOINT).exists()
-        existing = (_published_version(models, job.strategy.name, task.job_id)
-                    if ran_before else None)
-        if existing is not None:  # an earlier attempt published, then died before result.json
+        strategy_dir.append(str(ModelStore(Path(task.models_root)).root / job.strategy.name))
+        # This very attempt published before (Slurm restarts an attempt in place): its version
+        # is found by the intent it recorded and the submission the version records.
+        existing = publication.versions_of(spool, task.job_id)
+        if existing:
             progress.set_state("running")
-            return _complete(spool, claim, progress, existing, {}, {}, [], task, reused=True)
+            return _complete(spool, claim, progress, existing[-1], {}, {}, [], task,
+                             reused=True)
         resume = load_checkpoint(job_dir, progress)
         progress.set_state("running", resumed_from_epoch=_resumed_epoch(resume))
         result = run_training(
@@ -227,6 +236,7 @@ def _train(task: WorkerTask, spool: sp.Spool, claim: sp.Claim, stop: WorkerStop,
             checkpoints=IntervalCheckpoint(checkpoint_saver(progress.files, job_dir),
                                            task.checkpoint_seconds),
             before_publish=before_publish,
+            provenance=publication.provenance(task.job_id, job_file, task.attempt),
         )
     except Cancelled:
         return _cancelled(spool, claim, progress)
@@ -244,13 +254,18 @@ def _train(task: WorkerTask, spool: sp.Spool, claim: sp.Claim, stop: WorkerStop,
             return _cancelled(spool, claim, progress)
         return EXIT_FENCED
     except PipelineError as exc:  # bad data or strategy: another attempt would fail the same way
-        source = str(job_file.get("source") or task.job_id)  # the file the user dropped
-        message = str(exc) if source in str(exc) else f"{source}: {exc}"
-        error = {"message": message, "where": progress.snapshot.get("phase") or "start"}
-        if sp.write_result(spool, task.job_id, "failed", claim, error=error,
-                           device=task.device):
-            progress.set_state("failed", error=error)
-        return EXIT_DONE
+        return _failed(spool, claim, progress, task, job_file, str(exc))
+    except OSError as exc:
+        if not job_dir.is_dir():
+            raise  # the job's folder is gone: no log to write to (run_with ends quietly)
+        if exc.errno not in NO_SPACE:
+            progress.log(traceback.format_exc())
+            raise
+        # A full disk: another attempt would write the same bytes into the same full disk.
+        where = f" ({exc.filename})" if exc.filename else ""
+        return _failed(spool, claim, progress, task, job_file,
+                       f"no space left on the device{where}: {os.strerror(exc.errno)}; free some "
+                       "space (models, spool) and `ktrdr-daemon retry` the job")
     except Exception:
         progress.log(traceback.format_exc())
         raise
@@ -258,6 +273,20 @@ def _train(task: WorkerTask, spool: sp.Spool, claim: sp.Claim, stop: WorkerStop,
         k: v for k, v in result.metrics["training"].items() if k != "history"}}
     return _complete(spool, claim, progress, result.model_path, metrics, result.timings,
                      result.warnings, task)
+
+
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _failed(spool: sp.Spool, claim: sp.Claim, progress: ProgressWriter, task: WorkerTask,
+            job_file: dict[str, Any], problem: str) -> int:
+    """End the job failed with ``problem``, naming the file the user dropped."""
+    source = str(job_file.get("source") or task.job_id)
+    message = problem if source in problem else f"{source}: {problem}"
+    error = {"message": message, "where": progress.snapshot.get("phase") or "start"}
+    if sp.write_result(spool, task.job_id, "failed", claim, error=error, device=task.device):
+        progress.set_state("failed", error=error)
+    return EXIT_DONE
 
 
 class Fenced(Exception):
@@ -287,18 +316,6 @@ def _cancelled(spool: sp.Spool, claim: sp.Claim, progress: ProgressWriter) -> in
     if sp.write_result(spool, claim.job_id, "cancelled", claim):
         progress.set_state("cancelled")
     return EXIT_DONE
-
-
-def _published_version(models: ModelStore, strategy: str, job_id: str) -> Path | None:
-    """A version of this strategy whose metadata names this job: publishing is idempotent."""
-    for version in models.versions(strategy):
-        try:
-            metadata = json.loads((version.path / "metadata.json").read_text())
-        except (OSError, ValueError):
-            continue
-        if metadata.get("job_id") == job_id:
-            return version.path
-    return None
 
 
 def checkpoint_saver(files: FileWriter, job_dir: Path) -> Callable[[dict[str, Any]], None]:

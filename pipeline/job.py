@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -247,8 +248,11 @@ def parse_execution(job: Mapping[str, Any], errors: list[str]) -> tuple[dict[str
                 execution[key] = value
         elif key == "max_attempts" and (type(value) is not int or value < 1):
             errors.append(f"execution.max_attempts: expected an integer >= 1, got {value!r}")
-        elif key == "wait_for_gpu" and (type(value) not in (int, float) or value < 0):
-            errors.append(f"execution.wait_for_gpu: expected seconds >= 0, got {value!r}")
+        elif key == "wait_for_gpu" and (type(value) not in (int, float)
+                                        or not math.isfinite(value) or value < 0):
+            # NaN compares false to everything: it would pass "< 0" and never expire.
+            errors.append(f"execution.wait_for_gpu: expected a finite number of seconds >= 0, "
+                          f"got {value!r}")
         else:
             execution[key] = value
     priority = job.get("priority", 0)

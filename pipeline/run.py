@@ -96,6 +96,7 @@ def run_training(
     resume: dict[str, Any] | None = None,
     checkpoints: CheckpointCallback | None = None,
     before_publish: Callable[[], None] | None = None,
+    provenance: dict[str, Any] | None = None,
 ) -> RunResult:
     """Train ``job`` and publish the model; raises ``PipelineError`` subclasses on bad input.
 
@@ -106,7 +107,9 @@ def run_training(
     small, so a second thread mostly spin-waits (measured 7x slower on a loaded 2-core machine),
     and several daemon slots each get a core. Bit-identical results need the same count.
     ``before_publish`` runs right before the model version is renamed into place; raising
-    there publishes nothing (the daemon's fence).
+    there publishes nothing (the daemon's fence). ``provenance`` (the daemon's submission and
+    attempt) goes into the version's metadata.json, published in the same rename: whoever finds
+    the version after a crash knows which attempt of which submission made it.
     """
     steps = StepReporter(on_event or ignore_event, stop)
     strategy = job.strategy
@@ -260,7 +263,7 @@ def run_training(
         importance=importance, history=trained.history, test=test, metrics=metrics,
         metadata={"device": device_info["device"], "seed": config.seed, "job_id": job_id,
                   "label_source": source.name, "classes": list(classes),
-                  "output_format": head.name},
+                  "output_format": head.name, **(provenance or {})},
         created_at=datetime.now(UTC))
     model_path = ModelStore(models_root).save(
         strategy_name=strategy.name, base_timeframe=base_tf, model=model,

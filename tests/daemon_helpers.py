@@ -123,7 +123,8 @@ class Site:
 
     def versions(self, job_id: str | None = None) -> list[Path]:
         """Published model versions (``<strategy>/<tf>_v<n>``), or those of one job."""
-        found = sorted(p for p in self.models.glob("*/*_v*") if p.is_dir())
+        found = sorted(p for p in self.models.glob("*/*_v*")  # not models/.staging/
+                       if p.is_dir() and not p.parent.name.startswith("."))
         if job_id is None:
             return found
         return [p for p in found

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from ktrdr_daemon import atomic
 from ktrdr_daemon import spool as sp
 from ktrdr_daemon.commands import parse_duration
 from ktrdr_daemon.tailing import sparkline
@@ -224,7 +225,7 @@ def test_clean_removes_only_old_finished_jobs(tmp_path: Path) -> None:
 
 
 def test_ls_reads_synthetic_queued_jobs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sp, "FSYNC", False)  # only this process's setup; the CLI reads
+    monkeypatch.setattr(atomic, "FSYNC", False)  # only this process's setup; the CLI reads
     spool = sp.Spool(tmp_path / "spool")
     spool.ensure_layout()
     for i in range(200):

@@ -31,6 +31,19 @@ def test_every_fault_kind_at_random_points_keeps_every_promise(tmp_path: Path) -
     assert all(j.state == "completed" and j.versions == 1 for j in jobs), _report(results)
 
 
+def test_the_attacks_of_issue_16_keep_every_promise(tmp_path: Path) -> None:
+    """Two trials of each attack kind: a worker frozen the moment its version is published,
+    then killed (cancelled or not), and misuse (a hand-edited job.yaml, a FIFO and a folder
+    dropped, tmp/ removed) while a job runs. No version outlives a job that did not complete;
+    every drop gets an outcome."""
+    results = harness.run_kinds(harness.ATTACKS, 2, seed=1, root=tmp_path, echo=False)
+    assert not any(r.violations for r in results), _report(results)
+    jobs = [j for r in results for j in r.jobs]
+    assert len(jobs) == 2 * 2 * len(harness.ATTACKS)
+    assert all(j.state in ("completed", "cancelled") and j.versions == (j.state == "completed")
+               for j in jobs), _report(results)
+
+
 @pytest.mark.parametrize("seed", [3003, 8016])
 def test_sigterm_while_the_model_is_saved_exits_within_10_s(tmp_path: Path, seed: int) -> None:
     """Regressions (long runs, sigterm seeds 3003 and 8016): a SIGTERM during model saving made
@@ -75,6 +88,16 @@ def test_fuzzed_drops_all_end_and_the_daemon_keeps_serving(fuzzer: fuzz.Fuzzer) 
     assert bad == [], "\n".join(bad)
     assert summary["ended"] == summary["drops"]
     assert fuzzer.daemon.alive()
+
+
+def test_special_drops_each_get_an_outcome(fuzzer: fuzz.Fuzzer) -> None:
+    """A FIFO, a folder named like a drop, a hard link and an `echo >>` appender: each drop gets
+    one job and an outcome; the hard-linked file of the user is not followed."""
+    job = b"strategy: rsi_minimal.yaml\noverrides: {training: {epochs: 1}}\n"
+    for how in ("fifo", "folder", "hardlink", "echo"):
+        fuzzer.drop(f"{how}.yaml", "regression", how, job)
+    fuzzer.wait_all(120)
+    assert fuzzer.check() == []  # every drop of the module so far, these four included
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")

@@ -50,12 +50,12 @@ def test_a_newer_replace_takes_a_pending_ones_place_without_making_its_bytes(
 
 
 def test_a_write_error_is_raised_in_the_callers_thread(tmp_path: Path) -> None:
-    files = FileWriter(tmp_path / "no-such-folder")  # every replace fails to write its temp
-    files.replace(tmp_path / "progress.json", b"{}")
+    files = FileWriter(tmp_path)
+    files.replace(tmp_path / "gone" / "progress.json", b"{}")  # its folder was removed
     with pytest.raises(FileNotFoundError):
         files.flush()
     with pytest.raises(FileNotFoundError):  # and every later call, until the job gives up
         files.append(tmp_path / "log.txt", b"x\n")
     with pytest.raises(FileNotFoundError):
         files.close()
-    assert not (tmp_path / "progress.json").exists()
+    assert not (tmp_path / "gone").exists()

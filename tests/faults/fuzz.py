@@ -3,7 +3,8 @@
 :func:`drops` is a hypothesis strategy for one drop: its bytes (valid jobs, jobs with one thing
 wrong, v3 strategies with one thing wrong, alias bombs, deep nesting, binary, huge, UTF-16,
 latin-1, BOMs), its file name (long, unicode, odd characters, wrong suffixes) and how it arrives
-(renamed in, copied in place, a symlink out of the spool, a dangling symlink). Valid jobs train
+(renamed in, copied in place, appended line by line with `echo >>`, a symlink out of the spool,
+a dangling symlink, a hard link, a FIFO, a folder named like a drop). Valid jobs train
 one epoch. The promises checked (spec section 2):
 
 - the daemon keeps running, whatever it is fed;
@@ -11,7 +12,8 @@ one epoch. The promises checked (spec section 2):
   ``RUN_LIMIT_S``, e.g. one that validly asked for 10^12 epochs, is cancelled, and must then end
   ``cancelled``);
 - every ``failed`` result has a non-empty error message that names the dropped file;
-- nothing is left in ``incoming/``.
+- nothing is left in ``incoming/``: every drop, of any file type, gets an outcome;
+- a hard-linked drop is copied: the user's file keeps one link.
 
     python -m tests.faults.fuzz --drops 5000          # the long run (make faults)
 """
@@ -194,7 +196,8 @@ def drops(draw: st.DrawFn) -> tuple[str, str, str, bytes]:
     """(name, kind, how it arrives, bytes) for one drop."""
     kind, data = draw(_content())
     how = draw(st.sampled_from(["rename"] * 8 + ["copy", "slow-copy", "symlink-out",
-                                                 "symlink-dangling", "symlink-etc"]))
+                                                 "symlink-dangling", "symlink-etc", "fifo",
+                                                 "folder", "hardlink", "echo"]))
     return draw(_name()), kind, how, data
 
 
@@ -231,6 +234,20 @@ class Fuzzer:
                 if how == "slow-copy":
                     time.sleep(0.02)
                 handle.write(data[half:])
+        elif how == "echo":  # `echo >>` line by line with pauses: one job, the whole file
+            for line in data.splitlines(keepends=True) or [data]:
+                with open(incoming, "ab") as handle:
+                    handle.write(line)
+                time.sleep(0.05)
+        elif how == "fifo":  # any file type gets an outcome (failed: not a regular file)
+            os.mkfifo(incoming)
+        elif how == "folder":  # a folder named like a drop gets one too
+            name = token + "folder.yaml"
+            (self.site.spool / "incoming" / name).mkdir()
+        elif how == "hardlink":  # copied at acceptance: the user's file is not followed
+            mine = self.outside / f"{token}.yaml"
+            mine.write_bytes(data)
+            os.link(mine, incoming)
         else:
             target = {"symlink-out": self.outside / f"{token}.yaml",
                       "symlink-dangling": self.outside / "missing.yaml",
@@ -295,6 +312,9 @@ class Fuzzer:
                 bad.append(f"{drop.name!r}: cancelled, but nobody cancelled it")
             elif state not in ("completed", "cancelled"):
                 bad.append(f"{drop.name!r}: state {state!r}")
+            mine = self.outside / f"{drop.token}.yaml"
+            if drop.how == "hardlink" and os.stat(mine).st_nlink != 1:
+                bad.append(f"{drop.name!r}: the job still shares the user's hard-linked file")
             if not (self.site.job_dir(job_id) / "submitted.yaml").exists() and \
                     not (self.site.job_dir(job_id) / "submitted.yaml").is_symlink():
                 bad.append(f"{drop.name!r}: the drop was not kept as submitted.yaml")

@@ -11,6 +11,12 @@ delay more, and then hurts the daemon that owns it:
     sigterm   SIGTERM of the owner: it must hand back and exit 0 within 10 s; then a restart
     second    another daemon started mid-way (sometimes a second copy of the owner's own id,
               which must exit with a message); it joins, then leaves by SIGTERM
+    publish   the owner's worker frozen (SIGSTOP) the moment its version is in the store, the
+              job cancelled or not (a coin), the worker SIGKILLed: the job must complete with
+              that version, or end cancelled with the version withdrawn (publish, then result)
+    misuse    while the job runs: a queued job's job.yaml hand-edited (priority: high), a FIFO
+              and a folder dropped as x.yaml, spool/tmp removed; each decoy must end failed,
+              and the daemons keep serving
 
 Then every job of the trial is checked against the spool's promises (spec section 3), see
 :func:`check_job`. A monitor thread polls the daemons' process trees (psutil) every few
@@ -63,7 +69,8 @@ TIMINGS = {
     # invariant, a job logged at epoch e resumes from e - 1 or later, holds exactly.
     "KTRDR_CHECKPOINT_SECONDS": "0",
 }
-KINDS = ("sigkill", "sigstop", "sigterm", "second")
+KINDS = ("sigkill", "sigstop", "sigterm", "second")  # faults of the daemons
+ATTACKS = ("publish", "misuse")  # faults of the protocol's users and of one worker (issue 16)
 POINTS = ("claim", "data", "training", "checkpoint", "publish", "result")
 # pipeline.store.FILES (not imported: that would import torch into the harness)
 STORE_FILES = ("model.pt", "config.json", "metrics.json", "features.json", "metadata.json",
@@ -139,7 +146,7 @@ class Site:
 
     def versions(self) -> list[Path]:
         return sorted(p for p in self.models.glob("*/*_v*") if p.is_dir()
-                      and not p.name.startswith("."))
+                      and not p.name.startswith(".") and not p.parent.name.startswith("."))
 
 
 class Daemon:
@@ -578,7 +585,12 @@ def run_trial(pool: Pool, kind: str, seed: int) -> TrialResult:
     if claim is None or "state" in claim:
         violations.append(f"the target job was never claimed: {claim}")
         claim = None
+    elif kind == "publish":
+        point, cancelled = "publish", rng.random() < 0.5
+        landed = freeze_after_publish(pool, target, cancelled)
     else:
+        if kind == "misuse":
+            decoys = start_misuse(site, seed)
         landed = wait_point(site, target, point, JOB_TIMEOUT_S)
         time.sleep(delay)
         if site.result(target) is not None:
@@ -588,6 +600,8 @@ def run_trial(pool: Pool, kind: str, seed: int) -> TrialResult:
             violations.append(f"claimed by an unknown daemon {claim.get('daemon')}")
         else:
             violations += inject(pool, owner, kind, rng)
+        if kind == "misuse":
+            violations += check_misuse(site, decoys)
     results: dict[str, bytes] = {}
 
     def ended() -> bool:
@@ -619,6 +633,71 @@ def run_trial(pool: Pool, kind: str, seed: int) -> TrialResult:
             violations.append(f"daemon {d.daemon_id} exited with {d.process.returncode}")
     return TrialResult(kind, seed, point, landed, outcomes, violations,
                        time.monotonic() - started)
+
+
+def freeze_after_publish(pool: Pool, job_id: str, cancel: bool) -> str:
+    """SIGSTOP the job's worker as soon as its version is in the store (busy polling), cancel
+    the job or not, SIGKILL the worker. Returns where it landed."""
+    site = pool.site
+
+    def version() -> bool:
+        for parent in site.models.glob("[!.]*"):
+            with contextlib.suppress(OSError):
+                for entry in os.scandir(parent):
+                    if "_v" in entry.name and entry.is_dir(follow_symlinks=False):
+                        meta = read_json(Path(entry.path) / "metadata.json") or {}
+                        if meta.get("job_id") == job_id:
+                            return True
+        return False
+
+    deadline = time.monotonic() + JOB_TIMEOUT_S
+    while not version():
+        if site.result(job_id) is not None or time.monotonic() > deadline:
+            return "ended"
+    mine = [(attempt, pid) for pid, (job, attempt, _) in pool.workers().items() if job == job_id]
+    if not mine:
+        return "no worker"
+    pid = max(mine)[1]
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGSTOP)
+    landed = "ended" if site.result(job_id) is not None else "published, no result"
+    if cancel:
+        (site.job_dir(job_id) / "cancel").touch()
+        landed += ", cancelled"
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    return landed
+
+
+def start_misuse(site: Site, seed: int) -> dict[str, str]:
+    """Decoys that must each end failed, by name -> the words their error must hold."""
+    edited = f"misuse{seed}-edited"
+    site.drop(f"{edited}.yaml", json.dumps({
+        "strategy": "rsi_minimal.yaml", "execution": {"mode": "gpu", "wait_for_gpu": 3600}}))
+    os.mkfifo(site.spool / "incoming" / f"misuse{seed}-fifo.yaml")
+    (site.spool / "incoming" / f"misuse{seed}-dir.yaml").mkdir()
+    job_yaml = site.job_dir(edited) / "job.yaml"
+    _wait(job_yaml.exists, 30)
+    with contextlib.suppress(OSError):
+        text = job_yaml.read_text().replace("priority: 0", "priority: high")
+        staged = job_yaml.with_name(".job.yaml.swp")
+        staged.write_text(text)
+        os.replace(staged, job_yaml)
+    shutil.rmtree(site.spool / "tmp", ignore_errors=True)
+    return {edited: "priority", f"misuse{seed}-fifo": "named pipe",
+            f"misuse{seed}-dir": "directory"}
+
+
+def check_misuse(site: Site, decoys: dict[str, str]) -> list[str]:
+    bad = []
+    for job_id, words in decoys.items():
+        result = _wait(lambda j=job_id: site.result(j), 60)
+        if result is None:
+            bad.append(f"{job_id}: no outcome")
+        elif result.get("state") != "failed" or words not in str(result.get("error")):
+            bad.append(f"{job_id}: {result.get('state')} {result.get('error')} (expected failed, "
+                       f"{words!r})")
+    return bad
 
 
 def inject(pool: Pool, owner: Daemon, kind: str, rng: random.Random) -> list[str]:
@@ -737,7 +816,7 @@ def table(results: list[TrialResult]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.faults.harness",
                                      description=__doc__.split("\n\n")[0])
-    parser.add_argument("--kind", choices=(*KINDS, "all"), default="all")
+    parser.add_argument("--kind", choices=(*KINDS, *ATTACKS, "all"), default="all")
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--root", help="work folder (default: a fresh temporary one)")
@@ -745,7 +824,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     args = parser.parse_args(argv)
     root = Path(args.root) if args.root else Path(tempfile.mkdtemp(prefix="ktrdr-faults-"))
-    kinds = KINDS if args.kind == "all" else (args.kind,)
+    kinds = (*KINDS, *ATTACKS) if args.kind == "all" else (args.kind,)
     results: list[TrialResult] = []
     try:
         for kind in kinds:  # one pool per kind: a kind's trials do not inherit another's state
