@@ -31,6 +31,7 @@ from pipeline.checkpoint import Packer, unpack
 from pipeline.errors import Cancelled, HandedBack, PipelineError
 from pipeline.events import OnEvent
 from pipeline.model import NUM_CLASSES
+from pipeline.sequence import Windows
 from pipeline.stop import StopSource
 
 CHECKPOINT_VERSION = 3  # 3: packed (pipeline.checkpoint) with the values left for to_bytes
@@ -169,9 +170,9 @@ class _Progress:
 
 def train_model(
     model: nn.Module,
-    X_train: Tensor,
+    X_train: Tensor | Windows,
     y_train: Tensor,
-    X_val: Tensor,
+    X_val: Tensor | Windows,
     y_val: Tensor,
     config: TrainingConfig,
     *,
@@ -198,9 +199,9 @@ def train_model(
     started = time.monotonic()
     device = torch.device(device)
     model.to(device)
-    X_train = torch.as_tensor(X_train, dtype=torch.float32).to(device)
+    X_train = _inputs_on(X_train, device)
     y_train = torch.as_tensor(y_train).long().to(device)
-    X_val = torch.as_tensor(X_val, dtype=torch.float32).to(device)
+    X_val = _inputs_on(X_val, device)
     y_val = torch.as_tensor(y_val).long().to(device)
     n_train = len(X_train)
     if n_train == 0:
@@ -371,9 +372,17 @@ def train_model(
     )
 
 
+def _inputs_on(X: Any, device: torch.device) -> Tensor | Windows:
+    """Rows as a float32 tensor on ``device``; sequence windows keep their view form (their
+    feature matrix moves once) so that a batch ``X[index]`` gathers windows on the device."""
+    if isinstance(X, Windows):
+        return X.to(device)
+    return torch.as_tensor(X, dtype=torch.float32).to(device)
+
+
 @torch.no_grad()
 def _validate(
-    model: nn.Module, X: Tensor, y: Tensor, criterion: Callable[[Tensor, Tensor], Tensor]
+    model: nn.Module, X: Tensor | Windows, y: Tensor, criterion: Callable[[Tensor, Tensor], Tensor]
 ) -> tuple[float, float]:
     """One forward pass in eval mode (no dropout, so no RNG is consumed): (loss, accuracy).
 
@@ -382,7 +391,7 @@ def _validate(
     if len(X) == 0:
         return math.nan, math.nan
     model.eval()
-    logits = model(X)
+    logits = model(X if isinstance(X, Tensor) else X[:])
     loss = float(criterion(logits, y).item())
     accuracy = float((logits.argmax(1) == y).float().mean().item())
     model.train()
