@@ -269,3 +269,29 @@ def test_sequence_metrics_and_report(saved: dict) -> None:
     importance = json.loads((path / "features.json").read_text())["importance"]
     assert len(importance) == 7 and any(v != 0 for v in importance.values())
     assert (path / "report.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("labels", [
+    {"source": "triple_barrier", "compute_weights": True, "max_holding_period": 24},
+    {"source": "regime"},
+    {"source": "context"},
+], ids=lambda labels: labels["source"])
+def test_every_classification_label_source_trains_a_sequence_model(tmp_path: Path,
+                                                                   labels: dict) -> None:
+    """Windows take their last row's label and, with triple-barrier weights, its weight (KTRDR
+    raises there: one weight per row against one sample per window)."""
+    job = load_job({"strategy": "lstm_momentum.yaml", "overrides": {
+        "training": {"epochs": 1, "labels": labels},
+        "model": {"type": "gru", "architecture": {"sequence_length": 5}}}},
+        strategies_root=EXAMPLES)
+    events: list[dict] = []
+    result = run_training(job, data_root=default_data_root(), models_root=tmp_path,
+                          on_event=events.append)
+    rows = result.metrics["rows"]["EURUSD"]
+    counts = result.metrics["labels"]
+    for split in ("train", "validation", "test"):
+        assert sum(counts[split].values()) == rows[split] - 4  # one window per row but 4
+    classes = json.loads((result.model_path / "metadata.json").read_text())["classes"]
+    assert ModelStore(tmp_path).load(result.model_path).model.fc.out_features == len(classes)
+    if labels.get("compute_weights"):
+        assert any("drawn by uniqueness weight" in e.get("message", "") for e in events)
