@@ -195,6 +195,9 @@ def train_model(
     ``num_classes`` sizes the class weights (a class absent from training weighs 0).
     ``sample_weights`` (one per training row) turn each epoch's shuffle into a draw of as many
     rows with replacement, in proportion to the weights (torch's WeightedRandomSampler).
+    For a sequence model the inputs are :class:`pipeline.sequence.Windows`: a "row" is then a
+    window (labels and weights are the windows' own), shuffled and batched exactly like rows,
+    each batch gathered from the strided view on the device.
     """
     started = time.monotonic()
     device = torch.device(device)
