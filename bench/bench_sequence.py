@@ -30,16 +30,26 @@ from pipeline.stop import StopToken
 from pipeline.trainer import TrainingConfig, class_weights, seed_everything, train_model
 
 HEADING = "## Sequence models (LSTM)"
-ROWS, VAL_ROWS, LENGTH, BATCH = 4_000, 1_000, 20, 64
+# Validation is 5 % of the training rows, as in bench_trainer (20,000 and 1,000): it is work
+# the minimal loop does not do, and an LSTM's forward pass is not free.
+ROWS, VAL_ROWS, LENGTH, BATCH = 4_000, 200, 20, 64
 SHAPES = {"64 x 2 (trend_tb_lstm_signal_v1)": (16, 64, 2, 0.3),
           "28 x 1 (squad_c14_ablation_momentum)": (18, 28, 1, 0.2)}
 GOAL_LOOP, GOAL_RUN = 0.9, 2.0
 # KTRDR's LSTM strategies as whole runs: 20 epochs on the bundled EURUSD 1h, one thread.
+_ONE_HOUR = {"start": "2015-01-01", "end": "2020-12-31", "overrides": {
+    "training": {"epochs": 20},
+    "training_data": {"timeframes": {"mode": "single", "timeframe": "1h"}}}}
+# Row -> (KTRDR's strategy file, our job's keys). The last row trains on the labels KTRDR
+# actually computes for that file (it never reads the four barrier keys and falls back to
+# H 50 bars, span 50): the same task, so its test metrics compare.
 RUNS = {
-    "squad_c14_ablation_momentum": {"overrides": {"training": {"epochs": 20}}},
-    "trend_tb_lstm_signal_v1": {"start": "2015-01-01", "end": "2020-12-31", "overrides": {
-        "training": {"epochs": 20},
-        "training_data": {"timeframes": {"mode": "single", "timeframe": "1h"}}}},
+    "squad_c14_ablation_momentum": ("squad_c14_ablation_momentum",
+                                    {"overrides": {"training": {"epochs": 20}}}),
+    "trend_tb_lstm_signal_v1": ("trend_tb_lstm_signal_v1", _ONE_HOUR),
+    "trend_tb_lstm_signal_v1, KTRDR's effective labels": ("trend_tb_lstm_signal_v1", {
+        **_ONE_HOUR, "overrides": {**_ONE_HOUR["overrides"], "training": {
+            "epochs": 20, "labels": {"max_holding_bars": 50, "atr_period": 50}}}}),
 }
 KTRDR_HOW = (
     "measured by hand on this machine in the same session as our side: its "
@@ -47,10 +57,16 @@ KTRDR_HOW = (
     "venv, torch 2.13 CPU) by a scratch script on the same strategy files restricted the same "
     "way (1h, 20 epochs), torch.set_num_threads(1), the bundled EURUSD 1h written into its data "
     "cache first; seconds of that one call (data, indicators, fuzzy, labels, training, "
-    "evaluation, saving), best of 3.")
-KTRDR_MEASURED = {
-    "squad_c14_ablation_momentum": {"seconds": 0.0, "test_accuracy": 0.0, "f1": 0.0},
-    "trend_tb_lstm_signal_v1": {"seconds": 0.0, "test_accuracy": 0.0, "f1": 0.0},
+    "evaluation, saving), best of 4 runs (18.2 s for squad_c14_ablation_momentum at load 7.6, "
+    "25.8 s for trend_tb_lstm_signal_v1 at load 6; the others took 27-59 s and 49-70 s at "
+    "load 12-17). KTRDR seeds nothing, so its test metrics are the mean of the 4 runs: "
+    "squad_c14 accuracy 0.52-0.69, f1 0.57-0.70; trend_tb accuracy 0.43-0.52, f1 0.41-0.50. "
+    "Our labels for trend_tb differ from KTRDR's by design (docs/differences.md: its "
+    "triple-barrier keys are read, H 24 bars where KTRDR falls back to 50), and our split is "
+    "purged, so its test metrics are not the same task.")
+KTRDR_MEASURED = {  # 2026-12-06 23:47 - 00:01 UTC, load average 6 - 17 on 2 cores
+    "squad_c14_ablation_momentum": {"seconds": 18.2, "test_accuracy": 0.606, "f1": 0.637},
+    "trend_tb_lstm_signal_v1": {"seconds": 25.8, "test_accuracy": 0.475, "f1": 0.471},
 }
 
 
@@ -98,11 +114,12 @@ def throughput(shape: tuple, repeats: int) -> tuple[float, float, float, float]:
             statistics.median(rates["minimal"]), statistics.median(rates["trainer"]))
 
 
-def whole_run(strategies: Path, name: str, repeats: int) -> tuple[float, dict]:
+def whole_run(strategies: Path, row: str, repeats: int) -> tuple[float, dict]:
     """Best seconds of run_training (all twelve steps) and the test metrics."""
     best, test = float("inf"), {}
+    name, keys = RUNS[row]
     for _ in range(repeats):
-        job = load_job({"strategy": f"{name}.yaml", **RUNS[name]}, strategies_root=strategies)
+        job = load_job({"strategy": f"{name}.yaml", **keys}, strategies_root=strategies)
         with tempfile.TemporaryDirectory() as models:
             start = time.perf_counter()
             result = run_training(job, data_root=default_data_root(), models_root=Path(models),
@@ -133,13 +150,17 @@ def main() -> None:
         print(rows[-1], flush=True)
     for name in RUNS if strategies is not None else ():
         seconds, test = whole_run(strategies, name, 1 if args.quick else 3)
-        theirs = KTRDR_MEASURED[name]
+        theirs = KTRDR_MEASURED[RUNS[name][0]]
         speedup = theirs["seconds"] / seconds
+        as_good = (test["test_accuracy"] >= theirs["test_accuracy"]
+                   and test["f1"] >= theirs["f1"])
+        met = ("yes" if speedup >= GOAL_RUN and as_good else
+               "speed yes, metrics NO" if speedup >= GOAL_RUN else "NO")
         rows.append(f"| {name}, 20 epochs, whole run: ours vs KTRDR's | {seconds:.1f} s vs "
                     f"{theirs['seconds']:.1f} s = {speedup:.2f}x; test accuracy "
                     f"{test['test_accuracy']:.3f} vs {theirs['test_accuracy']:.3f}, f1 "
                     f"{test['f1']:.3f} vs {theirs['f1']:.3f} | >= {GOAL_RUN}x, metrics at "
-                    f"least as good | {'yes' if speedup >= GOAL_RUN else 'NO'} | {_load()} |")
+                    f"least as good | {met} | {_load()} |")
         print(rows[-1], flush=True)
     intro = (
         f"`python -m bench.bench_sequence --ktrdr-strategies <ktrdr>/strategies`: CPU, one "

@@ -117,8 +117,12 @@ class Windows:
         self.matrix = matrix
         self.length = int(length)
         self.starts = starts  # first row of each window, int64 on the matrix's device
-        # (rows - L + 1, L, features) sharing the matrix's storage: no window is copied.
-        self.view = matrix.unfold(0, self.length, 1).transpose(1, 2)
+        # (rows - L + 1, L, features) sharing the matrix's storage: no window is copied. A
+        # matrix shorter than one window has none (unfold would refuse it).
+        if len(matrix) >= self.length:
+            self.view = matrix.unfold(0, self.length, 1).transpose(1, 2)
+        else:
+            self.view = matrix.new_zeros((0, self.length, *matrix.shape[1:]))
 
     @classmethod
     def over(cls, matrix: Any, length: int, segments: Sequence[int]) -> Windows:

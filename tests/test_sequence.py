@@ -51,6 +51,11 @@ def test_windows_stay_inside_each_segment_and_take_the_last_rows_label() -> None
                                                                        15, 16, 17]])
 
 
+def test_a_split_shorter_than_a_window_has_no_windows() -> None:
+    windows = Windows.over(torch.randn(3, 2), 5, [3])
+    assert len(windows) == 0 and windows[:].shape == (0, 5, 2)
+
+
 def test_windows_are_a_view_of_the_matrix_not_copies() -> None:
     X = torch.randn(100, 3)
     windows = Windows.over(X, 10, [100])
