@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pipeline.events import OnEvent
+from pipeline.sequence import Windows
 
 CLASS_NAMES: tuple[str, ...] = ("BUY", "HOLD", "SELL")
 _CHUNK = 65536  # rows per forward pass: bounded memory on any split size
@@ -24,7 +25,8 @@ _CHUNK = 65536  # rows per forward pass: bounded memory on any split size
 @torch.no_grad()
 def _logits(model: nn.Module, X: Any, device: torch.device, classes: int = 3) -> Tensor:
     model.eval()
-    X = torch.as_tensor(X, dtype=torch.float32)
+    if not isinstance(X, Windows):  # windows gather a chunk at a time
+        X = torch.as_tensor(X, dtype=torch.float32)
     parts = [model(X[i : i + _CHUNK].to(device)).float().cpu() for i in range(0, len(X), _CHUNK)]
     return torch.cat(parts) if parts else torch.zeros(0, classes)
 
@@ -83,17 +85,20 @@ def permutation_importance(
     """How much the loss rises when one feature column is shuffled: unweighted cross-entropy
     by default, or ``score(outputs, y)`` (a head's loss; ``y`` then already as it wants it).
 
+    For sequence windows (:class:`pipeline.sequence.Windows`) a feature is permuted across
+    all time steps at once: each window gets another window's whole series of that feature.
+
     One pass per feature, each with the next permutation of ``np.random.default_rng(seed)``,
     so the same seed gives the same importances. Progress goes out as ``substep`` events at
     most once a second (and for the last feature).
     """
     device = torch.device(device)
-    X = torch.as_tensor(X, dtype=torch.float32).cpu()
+    X = (X[:] if isinstance(X, Windows) else torch.as_tensor(X, dtype=torch.float32)).cpu()
     y_true = torch.as_tensor(y).cpu()
     if score is None:
         y_true, score = y_true.long(), F.cross_entropy
-    if X.shape[1] != len(feature_names):
-        raise ValueError(f"{X.shape[1]} feature columns but {len(feature_names)} names")
+    if X.shape[-1] != len(feature_names):
+        raise ValueError(f"{X.shape[-1]} feature columns but {len(feature_names)} names")
     if len(X) == 0:
         return {name: 0.0 for name in feature_names}
     baseline = float(score(_logits(model, X, device), y_true).item())
@@ -102,7 +107,7 @@ def permutation_importance(
     last_event = -float("inf")
     for j, name in enumerate(feature_names):
         shuffled = X.clone()
-        shuffled[:, j] = X[torch.from_numpy(rng.permutation(len(X))), j]
+        shuffled[..., j] = X[torch.from_numpy(rng.permutation(len(X))), ..., j]
         loss = float(score(_logits(model, shuffled, device), y_true).item())
         importance[name] = loss - baseline
         now = time.monotonic()

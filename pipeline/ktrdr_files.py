@@ -138,8 +138,9 @@ def _config(strategy: Strategy) -> dict:
     model_section = config.setdefault("model", {})
     model_section.setdefault("type", strategy.model.get("type", "mlp"))
     arch = model_section.setdefault("architecture", {})
-    for key in ("hidden_layers", "dropout", "activation"):
-        arch.setdefault(key, strategy.model[key])
+    for key, value in strategy.model.items():
+        if key != "type":
+            arch.setdefault(key, value)
     if output_type(strategy.training.get("labels") or {}).name == "regression":
         model_section["output_format"] = "regression"
     return config

@@ -16,9 +16,15 @@ Its ``LSTMNetwork``/``GRUNetwork`` hold ``lstm``/``gru`` (``nn.LSTM``/``nn.GRU``
 ``dropout`` and ``fc``, so keys are ``lstm.weight_ih_l0``, ``lstm.weight_hh_l0``,
 ``lstm.bias_ih_l0``, ``lstm.bias_hh_l0`` (per layer), ``fc.weight``, ``fc.bias`` (``gru.*``
 likewise); ``metadata_v3.json`` then carries ``model_type`` "lstm"/"gru" and the
-``sequence_length`` from ``model.architecture``. A recurrent entry here must name its submodules
-the same way; its ``model_full.pt`` cannot be torch-only (the forward pass that takes the last
-layer's hidden state is KTRDR's code), which that entry has to settle when it is added.
+``sequence_length`` from ``model.architecture``. Our :mod:`pipeline.sequence` networks name their
+submodules the same way, so their ``model.pt`` is KTRDR's as it is: its backtest ``ModelBundle``
+rebuilds the network from ``config.json`` and loads it strictly.
+
+``model_full.pt`` of a recurrent net cannot be a pickle of torch classes alone (no torch module
+takes an LSTM's last hidden state), so it is the network compiled to TorchScript: KTRDR's
+``ModelStorage.load_model`` calls ``torch.load(weights_only=False)``, which hands a TorchScript
+archive to ``torch.jit.load``, and gets a module that needs no class of ours or of KTRDR's and
+runs no pickled code; its live ``ModelLoader`` then uses that module as it is.
 
 KTRDR's ``output_type`` and the output width come from the label source (its module in
 :mod:`pipeline.labels` states both), read through :func:`output_type`.
@@ -26,6 +32,8 @@ KTRDR's ``output_type`` and the output width come from the label source (its mod
 
 from __future__ import annotations
 
+import copy
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +44,7 @@ from torch import nn
 from pipeline.errors import PipelineError
 from pipeline.labels import get_source
 from pipeline.model import ACTIVATIONS, MLP, NUM_CLASSES, build_mlp
+from pipeline.sequence import NETWORKS, RecurrentNetwork, build_recurrent
 
 OLD_PREFIX = "network."  # versions we saved before issue 14 wrapped the Sequential
 
@@ -68,6 +77,7 @@ class KtrdrForm:
     build: Callable[[Mapping[str, Any]], nn.Module]  # our architecture dict -> module
     load_state: Callable[[nn.Module, Mapping[str, torch.Tensor]], None]
     sequence_length: Callable[[Mapping[str, Any]], int | None]
+    full: Callable[[nn.Module], nn.Module]  # what model_full.pt holds (CPU, eval mode)
 
 
 def _mlp_architecture(model_section: Mapping[str, Any]) -> dict:
@@ -104,6 +114,42 @@ def _mlp_load_state(model: nn.Module, state: Mapping[str, torch.Tensor]) -> None
         model.network.load_state_dict(state)
 
 
+def _sequence_architecture(model_section: Mapping[str, Any]) -> dict:
+    """KTRDR's LSTMTradingModel/GRUTradingModel read ``sequence_length`` (required),
+    ``hidden_size`` (64), ``num_layers`` (2) and ``dropout`` (0.2)."""
+    arch = model_section.get("architecture") or {}
+    if "sequence_length" not in arch:
+        raise PipelineError("config.json model.architecture has no sequence_length")
+    return {
+        "sequence_length": int(arch["sequence_length"]),
+        "hidden_size": int(arch.get("hidden_size", 64)),
+        "num_layers": int(arch.get("num_layers", 2)),
+        "dropout": float(arch.get("dropout", 0.2)),
+    }
+
+
+def _sequence_build(model_type: str) -> Callable[[Mapping[str, Any]], nn.Module]:
+    def build(arch: Mapping[str, Any]) -> nn.Module:
+        return build_recurrent(
+            model_type, int(arch["input_size"]), int(arch.get("hidden_size", 64)),
+            int(arch.get("num_layers", 2)), float(arch.get("dropout", 0.2)),
+            int(arch["sequence_length"]), int(arch.get("num_classes", NUM_CLASSES)))
+    return build
+
+
+def _sequence_full(model: nn.Module) -> nn.Module:
+    """The network as TorchScript: loads with torch alone, forward pass included. (torch 2.10+
+    calls TorchScript deprecated in favour of torch.export, whose files KTRDR's torch.load
+    cannot read; TorchScript is what its loader takes.)"""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return torch.jit.script(copy.deepcopy(model).cpu().eval())
+
+
+def _mlp_full(model: nn.Module) -> nn.Module:
+    return copy.deepcopy(model.network).cpu().eval()
+
+
 FORMS: dict[str, KtrdrForm] = {
     "mlp": KtrdrForm(
         model_type="mlp",
@@ -113,8 +159,24 @@ FORMS: dict[str, KtrdrForm] = {
         build=_mlp_build,
         load_state=_mlp_load_state,
         sequence_length=lambda arch: None,
+        full=_mlp_full,
     ),
+    **{kind: KtrdrForm(
+        model_type=kind,
+        our_class=network,
+        plain=lambda model: model,  # already lstm.*/gru.*, fc.*
+        architecture=_sequence_architecture,
+        build=_sequence_build(kind),
+        load_state=lambda model, state: model.load_state_dict(state),
+        sequence_length=lambda arch: int(arch["sequence_length"]),
+        full=_sequence_full,
+    ) for kind, network in NETWORKS.items()},
 }
+
+
+def sequence_length(model: nn.Module) -> int | None:
+    """Rows per input window of a sequence model; None for a model that reads single rows."""
+    return model.config["sequence_length"] if isinstance(model, RecurrentNetwork) else None
 
 
 def form_for_type(model_type: str) -> KtrdrForm:

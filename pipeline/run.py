@@ -19,7 +19,7 @@ import torch
 
 from pipeline import features as feat
 from pipeline.checkpoint import CheckpointCallback
-from pipeline.dataset import SymbolData, build_dataset
+from pipeline.dataset import Dataset, SymbolData, build_dataset
 from pipeline.device import describe_device, select_device
 from pipeline.errors import DataError
 from pipeline.evaluate import permutation_importance
@@ -27,11 +27,13 @@ from pipeline.events import STEPS, OnEvent, ignore_event
 from pipeline.heads import evaluate, get_head
 from pipeline.job import Job
 from pipeline.ktrdr_files import version_documents
+from pipeline.ktrdr_form import sequence_length
 from pipeline.labels import get_source, pair_with_rows
 from pipeline.market_data import load_prices
 from pipeline.model import build_mlp
 from pipeline.regression_metrics import label_stats
 from pipeline.report import REPORT_FILE, report_data_from_version, write_report
+from pipeline.sequence import SEQUENCE_TYPES, Windows, build_recurrent, window_targets
 from pipeline.stop import StopSource, raise_if_stopped
 from pipeline.store import ModelStore
 from pipeline.trainer import TrainingConfig, seed_everything, train_model
@@ -206,21 +208,19 @@ def run_training(
     device_info = describe_device(torch_device)
     steps.step(7, f"Creating the model on {device_info['device']}")
     seed_everything(config.seed)
-    arch = strategy.model
-    model = build_mlp(len(names), arch["hidden_layers"], arch["dropout"], arch["activation"],
-                      outputs)
-    steps.sub(f"MLP {len(names)} -> {arch['hidden_layers']} -> {outputs}, "
-              f"{arch['activation']}, dropout {arch['dropout']}, {head.name} head, "
+    model = _build_model(strategy.model, len(names), outputs)
+    steps.sub(f"{_describe(strategy.model, len(names), outputs)}, {head.name} head, "
               f"seed {config.seed}")
 
     # 8. training
     steps.step(8, f"Training model: {config.epochs} epochs, batch {config.batch_size}")
     steps.sub(describe_line(config))
-    tensors = {s: (torch.from_numpy(dataset.X[s]), torch.from_numpy(dataset.y[s]))
-               for s in ("train", "validation", "test")}
-    weights = (None if dataset.train_weights is None
-               else torch.from_numpy(dataset.train_weights))
-    trained = train_model(model, *tensors["train"], *tensors["validation"], config,
+    inputs, targets, weights = model_inputs(dataset, sequence_length(model))
+    if inputs["train"].shape[0] == 0:
+        raise DataError(f"no training window of {sequence_length(model)} rows fits in the "
+                        "training split; lower model.architecture.sequence_length")
+    trained = train_model(model, inputs["train"], targets["train"], inputs["validation"],
+                          targets["validation"], config,
                           device=torch_device, on_event=on_event, stop=stop,
                           resume=resume, checkpoints=checkpoints,
                           num_classes=len(classes), sample_weights=weights)
@@ -230,14 +230,14 @@ def run_training(
 
     # 9. evaluation
     steps.step(9, "Evaluating on the test split")
-    test = evaluate(model, *tensors["test"], device=torch_device, config=config,
+    test = evaluate(model, inputs["test"], targets["test"], device=torch_device, config=config,
                     classes=classes, threshold=_threshold(strategy.decisions))
     steps.sub(head.summary(test))
 
     # 10. feature importance
     steps.step(10, "Permutation importance on the validation split")
-    X_val, y_val = tensors["validation"]
-    importance = permutation_importance(model, X_val, head.target(y_val), names,
+    importance = permutation_importance(model, inputs["validation"],
+                                        head.target(targets["validation"]), names,
                                         seed=config.seed, device=torch_device,
                                         score=head.scorer(config))
     top = sorted(importance.items(), key=lambda kv: kv[1], reverse=True)[:3]
@@ -254,7 +254,7 @@ def run_training(
                      "history": trained.history, "config": config.described()},
         "test": test,
         "rows": dataset.rows,
-        "labels": {split: _label_counts(dataset.y[split], classes)
+        "labels": {split: _label_counts(targets[split].numpy(), classes)
                    for split in ("train", "validation", "test")},
     }
     # Every file in KTRDR's shape with our own keys beside (spec 10.1).
@@ -282,6 +282,45 @@ def run_training(
     return RunResult(model_path=model_path, metrics=metrics, timings=steps.timings,
                      warnings=list(job.warnings), device=device_info["device"],
                      history=trained.history)
+
+
+def _build_model(arch: dict[str, Any], inputs: int, outputs: int) -> torch.nn.Module:
+    """Step 7's network: an MLP, or an LSTM/GRU over windows of ``sequence_length`` rows."""
+    if arch["type"] in SEQUENCE_TYPES:
+        return build_recurrent(arch["type"], inputs, arch["hidden_size"], arch["num_layers"],
+                               arch["dropout"], arch["sequence_length"], outputs)
+    return build_mlp(inputs, arch["hidden_layers"], arch["dropout"], arch["activation"],
+                     outputs)
+
+
+def _describe(arch: dict[str, Any], inputs: int, outputs: int) -> str:
+    if arch["type"] in SEQUENCE_TYPES:
+        return (f"{arch['type'].upper()} {inputs} x {arch['sequence_length']} bars -> "
+                f"{arch['num_layers']} x {arch['hidden_size']} -> {outputs}, "
+                f"dropout {arch['dropout']}")
+    return (f"MLP {inputs} -> {arch['hidden_layers']} -> {outputs}, {arch['activation']}, "
+            f"dropout {arch['dropout']}")
+
+
+def model_inputs(dataset: Dataset, length: int | None
+                 ) -> tuple[dict[str, Any], dict[str, torch.Tensor], torch.Tensor | None]:
+    """Per split, what the model reads and the target of each input; and the training
+    draw weights. An MLP reads rows; a sequence model reads :class:`Windows` of ``length``
+    rows inside each symbol's part of each split, targeted (and weighted) by their last row."""
+    inputs: dict[str, Any] = {}
+    targets: dict[str, torch.Tensor] = {}
+    weights = dataset.train_weights
+    for split in ("train", "validation", "test"):
+        X, y = dataset.X[split], dataset.y[split]
+        if length is None:
+            inputs[split], targets[split] = torch.from_numpy(X), torch.from_numpy(y)
+            continue
+        segments = [rows[split] for rows in dataset.rows.values()]
+        inputs[split] = Windows.over(torch.from_numpy(X), length, segments)
+        targets[split] = torch.from_numpy(window_targets(y, segments, length))
+        if split == "train" and weights is not None:
+            weights = window_targets(weights, segments, length)
+    return inputs, targets, None if weights is None else torch.from_numpy(weights)
 
 
 def _draw_report(folder: Path, steps: StepReporter) -> None:

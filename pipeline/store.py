@@ -19,7 +19,6 @@ prefix), so the same weights always give a byte-identical ``model.pt``.
 from __future__ import annotations
 
 import contextlib
-import copy
 import errno
 import json
 import math
@@ -27,6 +26,7 @@ import os
 import re
 import shutil
 import uuid
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -160,7 +160,12 @@ def _write_json(path: Path, data: Any) -> None:
 
 def _write_torch(path: Path, obj: Any) -> None:
     with open(path, "wb") as handle:
-        torch.save(obj, handle)
+        if isinstance(obj, torch.jit.ScriptModule):  # a sequence model's model_full.pt
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                torch.jit.save(obj, handle)
+        else:
+            torch.save(obj, handle)
         handle.flush()
         os.fsync(handle.fileno())
 
@@ -249,8 +254,9 @@ class ModelStore:
     ) -> None:
         # KTRDR's key names and a module of torch classes only (no class of ours to import).
         state = plain_state(model)
-        plain = form_of(model).plain(model)
-        full = copy.deepcopy(plain).cpu().eval()
+        form = form_of(model)
+        plain = form.plain(model)
+        full = form.full(model)
         meta = {"strategy": strategy, "timeframe": timeframe, **metadata}
         meta.update(
             is_trained=True,
@@ -409,8 +415,9 @@ class ModelStore:
 
 
 def predict(loaded: LoadedModel, X: np.ndarray) -> np.ndarray:
-    """Class ids (0 BUY, 1 HOLD, 2 SELL; a label source's own classes) for the rows of ``X``;
-    for a regression model the forecast returns, as floats."""
+    """Class ids (0 BUY, 1 HOLD, 2 SELL; a label source's own classes) for the rows of ``X``
+    (for a sequence model, its windows: ``(windows, sequence_length, features)``); for a
+    regression model the forecast returns, as floats."""
     with torch.no_grad():
         logits = loaded.model(torch.as_tensor(np.asarray(X), dtype=torch.float32))
     if loaded.output_format == "regression":

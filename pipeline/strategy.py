@@ -774,13 +774,11 @@ def _unused_definitions(
 
 def _model(raw: Mapping, check: _Check) -> dict:
     section = check.section(raw, "model", "model")
-    kind = section.get("type", "mlp")
-    if isinstance(kind, str) and kind.lower() in ("lstm", "gru"):
-        check.error("model.type", f"{kind!r} is not supported yet; allowed: mlp")
-        kind = "mlp"
-    kind = check.choice({"type": kind}, "type", "model.type", "mlp", ("mlp",))
+    kind = check.choice(section, "type", "model.type", "mlp", ("mlp", "lstm", "gru"))
     check.unused(section, ("type", "architecture"), "model.")
     arch = check.section(section, "architecture", "model.architecture")
+    if kind in ("lstm", "gru"):
+        return _sequence_model(kind, arch, check)
     check.unused(arch, ("hidden_layers", "dropout", "activation"), "model.architecture.")
     layers = arch.get("hidden_layers", [64, 32])
     if not (isinstance(layers, list) and layers and all(_is_int(n) and n > 0 for n in layers)):
@@ -789,22 +787,42 @@ def _model(raw: Mapping, check: _Check) -> dict:
             f"{_show(layers)} is not allowed; a list of whole numbers > 0, e.g. [64, 32]",
         )
         layers = [64, 32]
-    dropout = check.number(
-        arch,
-        "dropout",
-        "model.architecture.dropout",
-        0.2,
-        "with 0 <= dropout < 1",
-        lambda x: 0 <= x < 1,
-    )
-    activation = check.choice(
-        arch, "activation", "model.architecture.activation", "relu", _ACTIVATIONS
-    )
     return {
         "type": kind,
         "hidden_layers": list(layers),
-        "dropout": dropout,
-        "activation": activation,
+        "dropout": _dropout(arch, check),
+        "activation": check.choice(
+            arch, "activation", "model.architecture.activation", "relu", _ACTIVATIONS),
+    }
+
+
+def _dropout(arch: Mapping, check: _Check) -> float:
+    return check.number(arch, "dropout", "model.architecture.dropout", 0.2,
+                        "with 0 <= dropout < 1", lambda x: 0 <= x < 1)
+
+
+def _sequence_model(kind: str, arch: Mapping, check: _Check) -> dict:
+    """KTRDR's LSTM/GRU keys and defaults; ``sequence_length`` has none (KTRDR raises). A float
+    length is refused too: KTRDR would silently train without windows and then fail."""
+    check.unused(arch, ("sequence_length", "hidden_size", "num_layers", "dropout"),
+                 "model.architecture.")
+    length = arch.get("sequence_length")
+    if length is None:
+        check.error("model.architecture.sequence_length",
+                    f"required for model.type {kind}: the number of bars each window holds, "
+                    "e.g. 20")
+        length = 1
+    elif not _is_int(length) or length < 1:
+        check.error("model.architecture.sequence_length",
+                    f"{_show(length)} is not allowed; a whole number >= 1, e.g. 20")
+        length = 1
+    return {
+        "type": kind,
+        "sequence_length": int(length),
+        "hidden_size": check.integer(arch, "hidden_size", "model.architecture.hidden_size", 64,
+                                     1),
+        "num_layers": check.integer(arch, "num_layers", "model.architecture.num_layers", 2, 1),
+        "dropout": _dropout(arch, check),
     }
 
 

@@ -39,6 +39,7 @@ from pipeline.heads import Head, get_head
 from pipeline.losses import class_weights, focal_loss
 from pipeline.model import NUM_CLASSES
 from pipeline.optimization import Scheduler, build_optimizer, build_scheduler, step_scheduler
+from pipeline.sequence import Windows
 from pipeline.stop import StopSource
 from pipeline.training_keys import TrainingConfig
 
@@ -113,9 +114,9 @@ class _Progress:
 
 def train_model(
     model: nn.Module,
-    X_train: Tensor,
+    X_train: Tensor | Windows,
     y_train: Tensor,
-    X_val: Tensor,
+    X_val: Tensor | Windows,
     y_val: Tensor,
     config: TrainingConfig,
     *,
@@ -139,14 +140,17 @@ def train_model(
     ``num_classes`` sizes the class weights (a class absent from training weighs 0).
     ``sample_weights`` (one per training row) turn each epoch's shuffle into a draw of as many
     rows with replacement, in proportion to the weights (torch's WeightedRandomSampler).
+    For a sequence model the inputs are :class:`pipeline.sequence.Windows`: a "row" is then a
+    window (labels and weights are the windows' own), shuffled and batched exactly like rows,
+    each batch gathered from the strided view on the device.
     """
     started = time.monotonic()
     device = torch.device(device)
     model.to(device)
-    X_train = torch.as_tensor(X_train, dtype=torch.float32).to(device)
+    X_train = _inputs_on(X_train, device)
     head = get_head(config.output_format)
     y_train = head.target(torch.as_tensor(y_train)).to(device)
-    X_val = torch.as_tensor(X_val, dtype=torch.float32).to(device)
+    X_val = _inputs_on(X_val, device)
     y_val = head.target(torch.as_tensor(y_val)).to(device)
     n_train = len(X_train)
     if n_train == 0:
@@ -295,10 +299,18 @@ def train_model(
     )
 
 
+def _inputs_on(X: Any, device: torch.device) -> Tensor | Windows:
+    """Rows as a float32 tensor on ``device``; sequence windows keep their view form (their
+    feature matrix moves once) so that a batch ``X[index]`` gathers windows on the device."""
+    if isinstance(X, Windows):
+        return X.to(device)
+    return torch.as_tensor(X, dtype=torch.float32).to(device)
+
+
 @torch.no_grad()
 def _validate(
-    model: nn.Module, X: Tensor, y: Tensor, criterion: Callable[[Tensor, Tensor], Tensor],
-    head: Head,
+    model: nn.Module, X: Tensor | Windows, y: Tensor,
+    criterion: Callable[[Tensor, Tensor], Tensor], head: Head,
 ) -> tuple[float, float, dict[str, float]]:
     """One forward pass in eval mode (no dropout, so no RNG is consumed): (loss, hit rate, the
     head's other metrics). The loss is the training criterion, so early stopping and the
@@ -306,7 +318,7 @@ def _validate(
     if len(X) == 0:
         return math.nan, math.nan, {}
     model.eval()
-    logits = model(X)
+    logits = model(X if isinstance(X, Tensor) else X[:])
     loss = float(criterion(logits, y).item())
     hits = float(head.hits(logits, y).item()) / len(y)
     extra = head.val_extra(logits, y)

@@ -9,13 +9,21 @@ that KTRDR's own versions load here too.
 One deliberate difference: KTRDR unpickles ``model_full.pt`` with ``weights_only=False``.
 Here it is opened with torch's restricted unpickler and an allow-list of torch layer classes,
 which is exactly the claim to prove (the file needs no class outside torch) and never runs
-arbitrary code.
+arbitrary code. A TorchScript archive (our LSTM/GRU ``model_full.pt``) is what torch.load with
+``weights_only=False`` hands to ``torch.jit.load``; here ``torch.jit.load`` is called directly.
+
+Sequence models (KTRDR's ``LSTMNetwork``/``GRUNetwork``): the backtest bundle builds the network
+from ``config.json`` (sequence_length required; hidden_size 64, num_layers 2, dropout 0.2) and
+loads ``model.pt`` strictly; the live loader uses ``model_full.pt``'s module as it is and, given
+a state dict instead, refuses any type but mlp.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import warnings
+import zipfile
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -30,6 +38,49 @@ KTRDR_ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid,
                      "leaky_relu": nn.LeakyReLU}
 CLASS_NAMES = {"classification": 3, "regime_classification": 4, "context_classification": 3}
 MEMBERSHIP_TYPES = ("triangular", "trapezoidal", "gaussian")
+
+
+class KtrdrRecurrent(nn.Module):
+    """KTRDR's LSTMNetwork / GRUNetwork as its build_model makes them: a batch-first recurrent
+    layer named after its cell, Dropout, Linear on the last layer's final hidden state."""
+
+    def __init__(self, cell: str, input_size: int, hidden: int, layers: int, dropout: float,
+                 outputs: int) -> None:
+        super().__init__()
+        self.cell = cell
+        kind = nn.LSTM if cell == "lstm" else nn.GRU
+        setattr(self, cell, kind(input_size, hidden, layers, batch_first=True,
+                                 dropout=dropout if layers > 1 else 0.0))
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(hidden, outputs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _, state = getattr(self, self.cell)(x)
+        h_n = state[0] if self.cell == "lstm" else state
+        return self.fc(self.dropout(h_n[-1]))
+
+
+def build_ktrdr_model(model_config: dict, input_size: int) -> nn.Module:
+    """``model_bundle._build_model``: mlp, lstm or gru by ``type`` (lower-cased)."""
+    kind = model_config.get("type", "mlp").lower()
+    if kind == "mlp":
+        return build_ktrdr_mlp(model_config, input_size)
+    if kind not in ("lstm", "gru"):
+        raise ValueError(f"Unsupported model type: {kind}")
+    arch = model_config["architecture"]
+    if "sequence_length" not in arch:
+        raise ValueError("sequence_length must be specified in architecture config")
+    outputs = (1 if model_config.get("output_format") == "regression"
+               else model_config.get("num_classes", 3))
+    return KtrdrRecurrent(kind, input_size, arch.get("hidden_size", 64),
+                          arch.get("num_layers", 2), arch.get("dropout", 0.2), outputs)
+
+
+def is_torchscript(path: Path) -> bool:
+    """torch's own test (``_is_torchscript_zip``): the archive holds ``constants.pkl``."""
+    with zipfile.ZipFile(path) as archive:
+        return any(name.endswith("/constants.pkl") or name == "constants.pkl"
+                   for name in archive.namelist())
 
 
 @dataclass
@@ -78,9 +129,14 @@ def storage_load_model(root: Path, strategy: str, symbol: str, tf: str,
     out = Loaded(model=None)
     folder = _version_dir(Path(root), strategy, symbol, tf, version, out.trace)
     try:
-        with torch.serialization.safe_globals(TORCH_LAYERS):
-            out.model = torch.load(folder / "model_full.pt", map_location="cpu",
-                                   weights_only=True)
+        if is_torchscript(folder / "model_full.pt"):  # torch.load dispatches to jit.load
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                out.model = torch.jit.load(folder / "model_full.pt", map_location="cpu")
+        else:
+            with torch.serialization.safe_globals(TORCH_LAYERS):
+                out.model = torch.load(folder / "model_full.pt", map_location="cpu",
+                                       weights_only=True)
     except Exception as exc:  # KTRDR's bare except: fall back to the state dict
         out.trace.append(f"model_full.pt unusable ({type(exc).__name__}): state dict returned")
         out.model = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)
@@ -212,9 +268,7 @@ def bundle_load(folder: Path) -> Loaded:
         out.trace.append("no model architecture in config.json: default MLP [64, 32]")
     model_config.setdefault(
         "num_classes", CLASS_NAMES.get(meta.get("output_type", "classification"), 3))
-    if model_config.get("type", "mlp").lower() != "mlp":
-        raise ValueError("only MLP rebuilt here, as by this project's models today")
-    out.model = build_ktrdr_mlp(model_config, size)
+    out.model = build_ktrdr_model(model_config, size)
     out.model.load_state_dict(torch.load(folder / "model.pt", map_location="cpu",
                                          weights_only=True))
     out.model.eval()

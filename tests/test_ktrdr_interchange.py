@@ -210,8 +210,8 @@ def test_an_unsupported_ktrdr_model_type_is_refused_by_name(tmp_path: Path) -> N
     folder = tmp_path / "m" / "ktrdr_trained_mi" / "1h_v1"
     shutil.copytree(KTRDR_ROOT / "ktrdr_trained_mi" / "1h_v1", folder)
     meta = json.loads((folder / "metadata_v3.json").read_text())
-    (folder / "metadata_v3.json").write_text(json.dumps({**meta, "model_type": "lstm"}))
-    with pytest.raises(PipelineError, match="'lstm' cannot be loaded here yet"):
+    (folder / "metadata_v3.json").write_text(json.dumps({**meta, "model_type": "transformer"}))
+    with pytest.raises(PipelineError, match="'transformer' cannot be loaded here yet"):
         ModelStore(tmp_path / "m").load(folder)
 
 

@@ -460,9 +460,13 @@ RULES: list[tuple[str, Callable[[dict], dict], list[str]]] = [
      ["nn_inputs[0].normalization:", "'robust'", "minmax, zscore, none"]),
     ("duplicate input", lambda d: put(d, "nn_inputs.1", {"fuzzy_set": "rsi_zone"}),
      ["nn_inputs[1]:", "already an input"]),
-    ("model lstm", lambda d: put(d, "model.type", "lstm"),
-     ["model.type: 'lstm' is not supported yet; allowed: mlp"]),
-    ("model type", lambda d: put(d, "model.type", "cnn"), ["model.type:", "'cnn'", "mlp"]),
+    ("lstm without length", lambda d: put(d, "model.type", "lstm"),
+     ["model.architecture.sequence_length: required for model.type lstm"]),
+    ("lstm hidden size", lambda d: put(put(d, "model.type", "lstm"), "model.architecture",
+                                       {"sequence_length": 5, "hidden_size": 0}),
+     ["model.architecture.hidden_size:", "whole number >= 1"]),
+    ("model type", lambda d: put(d, "model.type", "cnn"),
+     ["model.type:", "'cnn'", "mlp, lstm, gru"]),
     ("hidden layers", lambda d: put(d, "model.architecture.hidden_layers", [64, 0]),
      ["model.architecture.hidden_layers:", "whole numbers > 0"]),
     ("dropout", lambda d: put(d, "model.architecture.dropout", 1.0),
@@ -576,7 +580,7 @@ def test_each_rule_names_the_key_and_what_is_allowed(
 def test_all_errors_are_reported_together() -> None:
     data = put(base(), "training.epochs", 0)
     put(data, "fuzzy_sets.rsi_zone.indicator", "rsi_7")
-    put(data, "model.type", "gru")
+    put(data, "model.type", "transformer")
     put(data, "training_data.history_required", 10)
     with pytest.raises(StrategyError) as info:
         load_strategy(data)
