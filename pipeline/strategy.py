@@ -6,16 +6,18 @@ it says out loud: an ignored key is a warning, a bad value is an error. All erro
 collected and raised together in one :class:`StrategyError`, each as ``key.path: what is wrong;
 what is allowed``, because a user fixing a file wants the whole list at once, not one per run.
 
-``strict=True`` turns indicator parameters the indicator does not take (KTRDR drops them
-silently) into errors. Other ignored keys stay warnings even in strict mode: nearly every KTRDR
-file carries some (``decisions.confidence_threshold``), and they cannot change what is trained.
+An unknown key within two edits of one the section takes (``trainig:``, ``epoch: 50``,
+``hidden_layer:``, an indicator's ``peroid``) is a typo and an error that names the key meant
+(pipeline.schema.keys): training with the defaults instead would publish a model nobody asked
+for. Other unknown keys are ones KTRDR ignores too, and stay warnings: nearly every KTRDR file
+carries some (``decisions.confidence_threshold``). ``strict=True`` turns every warning into an
+error.
 """
 
 from __future__ import annotations
 
 import copy
 import datetime as dt
-import math
 import os
 import re
 from collections.abc import Mapping
@@ -31,6 +33,8 @@ from pipeline.errors import StrategyError
 from pipeline.fuzzy import MEMBERSHIP_PARAM_COUNTS
 from pipeline.indicators import InvalidParameter, ParamSpec, indicator_names, indicator_spec
 from pipeline.labels import SOURCES, resolve_params
+from pipeline.schema.check import Check, is_int, is_number, show
+from pipeline.schema.keys import did_you_mean, near_miss
 from pipeline.training_keys import OPTIMISATION_KEYS, OUTPUT_FORMATS, read_optimisation
 
 INLINE = "<inline>"
@@ -131,6 +135,8 @@ def load_strategy(
     raw = _jsonable(loaded)
     check = _Check(strict)
     strategy = _validate(raw, label, check)
+    check.finish()
+    strategy.warnings = check.warnings
     if check.errors:
         raise StrategyError(check.errors, label)
     return strategy
@@ -186,91 +192,8 @@ def _jsonable(value: Any) -> Any:
 # --------------------------------------------------------------------------- checking helpers
 
 
-class _Check:
-    """Collects errors and warnings so one pass reports everything wrong with a file."""
-
-    def __init__(self, strict: bool) -> None:
-        self.strict = strict
-        self.errors: list[str] = []
-        self.warnings: list[str] = []
-
-    def error(self, path: str, message: str) -> None:
-        self.errors.append(f"{path}: {message}")
-
-    def warn(self, path: str, message: str) -> None:
-        self.warnings.append(f"{path}: {message}")
-
-    def section(self, parent: Mapping, key: str, path: str) -> dict:
-        """The mapping at ``parent[key]``; absent or null is ``{}``, anything else an error."""
-        value = parent.get(key)
-        if value is None:
-            return {}
-        if not isinstance(value, Mapping):
-            self.error(path, f"must be a mapping, got {_show(value)}")
-            return {}
-        return dict(value)
-
-    def unused(self, mapping: Mapping, known: tuple[str, ...], prefix: str) -> None:
-        """Warn once per key this trainer does not read (they are still kept in ``raw``)."""
-        for key in mapping:
-            if key not in known:
-                self.warn(f"{prefix}{key}", _IGNORED_HINTS.get(f"{prefix}{key}", _IGNORED))
-
-    def integer(self, mapping: Mapping, key: str, path: str, default: int, minimum: int) -> int:
-        value = mapping.get(key, default)
-        if value is None:
-            return default
-        if not _is_int(value) or value < minimum:
-            self.error(path, f"{_show(value)} is not allowed; a whole number >= {minimum}")
-            return default
-        return int(value)
-
-    def number(
-        self, mapping: Mapping, key: str, path: str, default: float, allowed: str, ok: Any
-    ) -> float:
-        """A float (an int is fine) for which ``ok(value)`` holds; ``allowed`` says the range."""
-        value = mapping.get(key, default)
-        if value is None:
-            return default
-        if not _is_number(value) or not ok(value):
-            self.error(path, f"{_show(value)} is not allowed; a number {allowed}")
-            return default
-        return float(value)
-
-    def choice(self, mapping: Mapping, key: str, path: str, default: str, allowed: tuple) -> str:
-        value = mapping.get(key, default)
-        if value is None:
-            return default
-        text = value.lower() if isinstance(value, str) else value
-        if text not in allowed:
-            self.error(path, f"{_show(value)} is not allowed; allowed: {', '.join(allowed)}")
-            return default
-        return text
-
-
-_IGNORED = "ignored (not used by this trainer)"
-_IGNORED_HINTS = {
-    "model.training": "ignored (not used by this trainer; it reads the top-level training section)",
-    "model.features": "ignored (not used by this trainer; features come from nn_inputs)",
-}
-
-
-def _is_int(value: Any) -> bool:
-    """True for ints; a YAML ``true`` is a bool, which Python counts as an int, and is refused."""
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return (_is_int(value) or isinstance(value, float)) and math.isfinite(value)
-
-
-def _show(value: Any) -> str:
-    """Quote a user's value the way they would recognise it in their file."""
-    if value is None:
-        return "nothing"
-    if isinstance(value, bool):
-        return f"{str(value).lower()} (a true/false)"
-    return repr(value) if isinstance(value, str) else str(value)
+_Check = Check  # the name the section checks below use
+_is_int, _is_number, _show = is_int, is_number, show
 
 
 def _text_list(value: Any) -> list | None:
@@ -513,7 +436,7 @@ def _date(value: Any, path: str, check: _Check) -> tuple[str, dt.datetime] | Non
     return str(value), when
 
 
-def _indicators(raw: Mapping, check: _Check) -> tuple[dict[str, dict], dict[str, tuple]]:
+def _indicators(raw: Mapping, check: _Check) -> tuple[dict[str, dict], dict[str, Any]]:
     """Return id -> {type, params with defaults}, and id -> output names for reference checks."""
     section = raw["indicators"]
     if not section:
@@ -528,19 +451,28 @@ def _indicators(raw: Mapping, check: _Check) -> tuple[dict[str, dict], dict[str,
                 "an indicator id may hold letters, digits, _ and - only "
                 "('.' separates an output, as in macd.histogram)",
             )
+        outputs[ind_id] = None  # declared: a reference to it is not a second error
         if not isinstance(body, Mapping):
             check.error(path, f"must be a mapping {{type: ..., params}}, got {_show(body)}")
             continue
         type_name = body.get("type")
         spec = indicator_spec(type_name) if isinstance(type_name, str) else None
         if spec is None:
-            what = "missing" if type_name is None else f"{_show(type_name)} is not an indicator"
-            check.error(f"{path}.type", f"{what}; allowed: {', '.join(indicator_names())}")
+            check.error(f"{path}.type", _not_an_indicator(type_name))
             continue
         params = _params(body, spec, path, check)
         result[ind_id] = {"type": spec.name, **params}
         outputs[ind_id] = spec.outputs_for(params)
     return result, outputs
+
+
+def _not_an_indicator(type_name: Any) -> str:
+    allowed = f"allowed: {', '.join(indicator_names())}"
+    if type_name is None:
+        return f"missing; {allowed}"
+    meant = near_miss(type_name, indicator_names()) if isinstance(type_name, str) else None
+    hint = f"did you mean {meant!r}? " if meant else ""
+    return f"{_show(type_name)} is not an indicator; {hint}{allowed}"
 
 
 def _params(body: Mapping, spec: Any, path: str, check: _Check) -> dict:
@@ -549,16 +481,20 @@ def _params(body: Mapping, spec: Any, path: str, check: _Check) -> dict:
     for pname, pspec in spec.params.items():
         value = body.get(pname, pspec.default)
         params[pname] = _param(value, pspec, pname, f"{path}.{pname}", check)
-    unknown = [k for k in body if k != "type" and k not in spec.params]
+    unknown = []
+    for key in body:
+        if key != "type" and key not in spec.params:
+            typo = did_you_mean(str(key), spec.params)
+            if typo:
+                check.error(f"{path}.{key}", f"{typo} ({spec.name} takes {', '.join(spec.params)})")
+            else:
+                unknown.append(key)
     if unknown:
         noun = "parameters" if len(unknown) > 1 else "parameter"
         verb = "are" if len(unknown) > 1 else "is"
         takes = ", ".join(spec.params) or "no parameters"
-        message = f"{noun} {', '.join(unknown)} {verb} not used by {spec.name} (it takes {takes})"
-        if check.strict:
-            check.error(path, message + "; strict mode refuses them")
-        else:
-            check.warn(path, message + "; KTRDR ignores them too")
+        check.warn(path, f"{noun} {', '.join(unknown)} {verb} not used by {spec.name} "
+                   f"(it takes {takes}); KTRDR ignores them too")
     return params
 
 
@@ -583,6 +519,8 @@ def _reference(
         )
         return None
     ind_id, _, output = ref.partition(".")
+    if ind_id in outputs and ind_id not in indicators:
+        return None  # declared but broken: its own error is out
     if ind_id not in indicators:
         known = ", ".join(indicators) or "(none defined)"
         check.error(path, f"{ref!r} is not an indicator; indicators are: {known}")
