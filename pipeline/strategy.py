@@ -33,9 +33,18 @@ from pipeline.errors import StrategyError
 from pipeline.fuzzy import MEMBERSHIP_PARAM_COUNTS
 from pipeline.indicators import InvalidParameter, ParamSpec, indicator_names, indicator_spec
 from pipeline.labels import SOURCES, resolve_params
+from pipeline.schema.base import validate
 from pipeline.schema.check import Check, is_int, is_number, show
 from pipeline.schema.keys import did_you_mean, near_miss
-from pipeline.training_keys import OPTIMISATION_KEYS, OUTPUT_FORMATS, read_optimisation
+from pipeline.schema.sections import (
+    ARCHITECTURES,
+    TRAINABLE,
+    CostModel,
+    DataSplit,
+    Decisions,
+    ModelSection,
+)
+from pipeline.training_keys import OPTIMISATION_KEYS, read_optimisation
 
 INLINE = "<inline>"
 
@@ -43,7 +52,6 @@ _TOP_KEYS = (
     "name", "description", "version", "training_data", "indicators", "fuzzy_sets",
     "nn_inputs", "model", "decisions", "training", "context_data",
 )  # fmt: skip
-_ACTIVATIONS = ("relu", "tanh", "sigmoid", "leaky_relu")
 _NORMALIZATIONS = ("minmax", "zscore", "none")
 _TIMEFRAME_RE = re.compile(r"^[1-9][0-9]{0,5}(m|h|d|w)$")
 # Symbols become file names ({SYMBOL}_{TF}.csv): no path separators, no leading dot.
@@ -711,72 +719,28 @@ def _unused_definitions(
 
 
 def _model(raw: Mapping, check: _Check) -> dict:
-    section = check.section(raw, "model", "model")
-    kind = section.get("type", "mlp")
-    if isinstance(kind, str) and kind.lower() in ("lstm", "gru"):
-        check.error("model.type", f"{kind!r} is not supported yet; allowed: mlp")
+    """``model``: the type, then that type's architecture (pipeline.schema.sections)."""
+    section = validate(ModelSection, raw.get("model"), "model", check)
+    kind = section.type
+    if kind not in TRAINABLE:
+        check.error("model.type", f"{raw['model']['type']!r} is not supported yet; "
+                    f"allowed: {', '.join(TRAINABLE)}")
         kind = "mlp"
-    kind = check.choice({"type": kind}, "type", "model.type", "mlp", ("mlp",))
-    check.unused(section, ("type", "architecture"), "model.")
-    arch = check.section(section, "architecture", "model.architecture")
-    check.unused(arch, ("hidden_layers", "dropout", "activation"), "model.architecture.")
-    layers = arch.get("hidden_layers", [64, 32])
-    if not (isinstance(layers, list) and layers and all(_is_int(n) and n > 0 for n in layers)):
-        check.error(
-            "model.architecture.hidden_layers",
-            f"{_show(layers)} is not allowed; a list of whole numbers > 0, e.g. [64, 32]",
-        )
-        layers = [64, 32]
-    dropout = check.number(
-        arch,
-        "dropout",
-        "model.architecture.dropout",
-        0.2,
-        "with 0 <= dropout < 1",
-        lambda x: 0 <= x < 1,
-    )
-    activation = check.choice(
-        arch, "activation", "model.architecture.activation", "relu", _ACTIVATIONS
-    )
-    return {
-        "type": kind,
-        "hidden_layers": list(layers),
-        "dropout": dropout,
-        "activation": activation,
-    }
+    arch = validate(ARCHITECTURES[kind], section.architecture, "model.architecture", check,
+                    model_type=kind)
+    return {"type": kind, **arch.model_dump(include=set(type(arch).model_fields))}
 
 
 def _decisions(raw: Mapping, check: _Check) -> dict:
-    """``output_format`` (classification or regression) and, for regression, the cost model
-    KTRDR requires (its signal threshold: round_trip_cost x min_edge_multiplier)."""
-    section = check.section(raw, "decisions", "decisions")
-    output_format = check.choice(section, "output_format", "decisions.output_format",
-                                 "classification", OUTPUT_FORMATS)
-    known = ("output_format", "num_classes") + (
-        ("cost_model",) if output_format == "regression" else ())
-    check.unused(section, known, "decisions.")
-    out: dict[str, Any] = {"output_format": output_format}
-    if output_format == "regression":
-        out["cost_model"] = _cost_model(section, check)
-    return out
-
-
-def _cost_model(decisions: Mapping, check: _Check) -> dict:
-    """KTRDR's regression rule: both numbers present and > 0 (no defaults at load time)."""
-    path = "decisions.cost_model"
-    if not isinstance(decisions.get("cost_model"), Mapping):
-        check.error(path, f"{_show(decisions.get('cost_model'))} is not allowed; required for "
-                    "a regression model: {round_trip_cost: 0.003, min_edge_multiplier: 1.5} "
-                    "(its signal threshold is their product)")
-        return {}
-    cost = decisions["cost_model"]
-    out = {}
-    for key in ("round_trip_cost", "min_edge_multiplier"):
-        if key not in cost:
-            check.error(f"{path}.{key}", "missing; required for a regression model: "
-                        "a number > 0")
-            continue
-        out[key] = check.number(cost, key, f"{path}.{key}", 0.0, "> 0", lambda x: x > 0)
+    """``output_format`` and, for a regression, its cost model (pipeline.schema.sections)."""
+    section = validate(Decisions, raw.get("decisions"), "decisions", check)
+    out: dict[str, Any] = {"output_format": section.output_format}
+    if section.output_format == "regression":
+        cost = {}
+        if isinstance(section.cost_model, Mapping):
+            model = validate(CostModel, section.cost_model, "decisions.cost_model", check)
+            cost = model.model_dump(include=set(CostModel.model_fields))
+        out["cost_model"] = cost
     return out
 
 
@@ -843,20 +807,5 @@ def _num_classes(raw: Mapping, training: Mapping, check: _Check) -> None:
 
 
 def _data_split(section: Mapping, check: _Check) -> dict:
-    split = check.section(section, "data_split", "training.data_split")
-    check.unused(split, ("train", "validation", "test"), "training.data_split.")
-    defaults = {"train": 0.7, "validation": 0.15, "test": 0.15}
-    parts = {
-        k: check.number(
-            split, k, f"training.data_split.{k}", d, "with 0 < x < 1", lambda x: 0 < x < 1
-        )
-        for k, d in defaults.items()
-    }
-    total = sum(parts.values())
-    if abs(total - 1.0) > 1e-6:
-        shown = " + ".join(f"{v:g}" for v in parts.values())
-        check.error(
-            "training.data_split",
-            f"train + validation + test = {shown} = {total:g}; they must add up to 1",
-        )
-    return parts
+    split = validate(DataSplit, section.get("data_split"), "training.data_split", check)
+    return split.model_dump(include=set(DataSplit.model_fields))
