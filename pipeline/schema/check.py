@@ -114,3 +114,10 @@ def show(value: Any) -> str:
     if isinstance(value, bool):
         return f"{str(value).lower()} (a true/false)"
     return repr(value) if isinstance(value, str) else str(value)
+
+
+def text_list(value: Any) -> list | None:
+    """A non-empty list of non-empty strings, or None."""
+    if isinstance(value, list) and value and all(isinstance(v, str) and v for v in value):
+        return list(value)
+    return None
