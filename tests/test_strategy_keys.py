@@ -104,3 +104,12 @@ def test_strict_on_the_command_line_refuses_an_ignored_key(tmp_path: Path) -> No
     assert "scope: ignored (not used by this trainer); --strict refuses warnings" in done.stderr
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "m").exists() or not any((tmp_path / "m").iterdir())
+
+
+def test_a_near_miss_of_a_job_key_names_the_key_meant() -> None:
+    from pipeline.job import load_job
+
+    with pytest.raises(StrategyError) as info:
+        load_job({"strategy": base(), "overides": {"training": {"epochs": 2}}})
+    assert info.value.errors[0].startswith(
+        "overides: unknown job key; did you mean 'overrides'? job keys are: strategy, ")
