@@ -47,6 +47,7 @@ from pipeline.schema.sections import (
     DataSplit,
     Decisions,
     ModelSection,
+    StrategyFile,
 )
 from pipeline.schema.training_data import read_training_data
 from pipeline.training_keys import OPTIMISATION_KEYS, read_optimisation
@@ -55,10 +56,6 @@ __all__ = ["INLINE", "Strategy", "deep_merge", "is_v3_strategy", "load_strategy"
 
 INLINE = "<inline>"
 
-_TOP_KEYS = (
-    "name", "description", "version", "training_data", "indicators", "fuzzy_sets",
-    "nn_inputs", "model", "decisions", "training", "context_data",
-)  # fmt: skip
 _NAME_MAX = 100
 
 
@@ -199,8 +196,8 @@ def _jsonable(value: Any) -> Any:
 
 def _validate(raw: dict, label: str, check: Check) -> Strategy:
     """Check every section in file order; later sections see earlier ones' cleaned results."""
-    check.unused(raw, _TOP_KEYS, "")
-    name = _name(raw, check)
+    top = validate(StrategyFile, raw, "", check)
+    name = sanitize_name(top.name) if isinstance(top.name, str) else ""
     symbols, timeframes, base, start, end, history = read_training_data(raw, check)
 
     context = parse_context_data(raw.get("context_data"), check)
@@ -215,14 +212,6 @@ def _validate(raw: dict, label: str, check: Check) -> Strategy:
         indicators=indicators, fuzzy_sets=fuzzy_sets, nn_inputs=nn_inputs, model=model,
         training=training, warnings=check.warnings, context_data=context, decisions=decisions,
     )  # fmt: skip
-
-
-def _name(raw: Mapping, check: Check) -> str:
-    value = raw.get("name")
-    if not isinstance(value, str) or not value.strip():
-        check.error("name", f"{show(value)} is not allowed; required: the strategy name (text)")
-        return ""
-    return sanitize_name(value)
 
 
 def _model(raw: Mapping, check: Check) -> dict:

@@ -92,7 +92,7 @@ def validate(cls: type[S], data: Any, path: str, check: Check, **context: Any) -
                 broken.add(loc[0])
         section = _fallback(cls, data, broken, context)
     if isinstance(data, Mapping):
-        check.unused(data, section.known(), f"{path}.")
+        check.unused(data, section.known(), f"{path}." if path else "")
     return section
 
 
@@ -106,8 +106,8 @@ def _fallback(cls: type[S], data: Any, broken: set, context: dict) -> S:
 
 def _join(path: str, loc: tuple) -> str:
     for part in loc:
-        path += f"[{part}]" if isinstance(part, int) else f".{part}"
-    return path
+        path += f"[{part}]" if isinstance(part, int) else f".{part}" if path else str(part)
+    return path or "(file)"
 
 
 def _message(cls: type[Section], error: Mapping[str, Any]) -> str:

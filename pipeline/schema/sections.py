@@ -24,6 +24,30 @@ Fraction = number("with 0 < x < 1", lambda x: 0 < x < 1)
 Positive = number("> 0", lambda x: x > 0)
 
 
+class StrategyFile(Section):
+    """The file's top level: its name and its sections (each read by its own model or reader;
+    ``Any`` here so that a broken section is reported once, by its reader, with its path)."""
+
+    name: Any = Field(default=None, validate_default=True)
+    description: Any = None
+    version: Any = None
+    training_data: Any = None
+    indicators: Any = None
+    fuzzy_sets: Any = None
+    nn_inputs: Any = None
+    model: Any = None
+    decisions: Any = None
+    training: Any = None
+    context_data: Any = None
+
+    @field_validator("name", mode="before")
+    @classmethod
+    def _name(cls, value: Any) -> str:
+        if not isinstance(value, str) or not value.strip():
+            raise fail(f"{show(value)} is not allowed; required: the strategy name (text)")
+        return value
+
+
 class ModelSection(Section):
     """``model``: its ``type`` picks the architecture class (:data:`ARCHITECTURES`)."""
 
