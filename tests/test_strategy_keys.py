@@ -113,3 +113,15 @@ def test_a_near_miss_of_a_job_key_names_the_key_meant() -> None:
         load_job({"strategy": base(), "overides": {"training": {"epochs": 2}}})
     assert info.value.errors[0].startswith(
         "overides: unknown job key; did you mean 'overrides'? job keys are: strategy, ")
+
+
+def test_a_near_miss_is_read_as_the_key_meant_for_checking_only() -> None:
+    # No second error saying the meant key is missing ...
+    data = put(base(), "fuzzy_sets.rsi_zone.low", {"type": "triangular", "paramters": [0, 5, 9]})
+    assert errors_of(data) == [
+        "fuzzy_sets.rsi_zone.low.paramters: unknown key; did you mean 'parameters'?"]
+    # ... and a bad value under the typo is reported too, at the key the file has.
+    errors = errors_of(put(base(), "model.architecture.dropot", 2))
+    assert errors == ["model.architecture.dropot: 2 is not allowed; a number with "
+                      "0 <= dropout < 1",
+                      "model.architecture.dropot: unknown key; did you mean 'dropout'?"]

@@ -19,6 +19,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, mo
 from pydantic_core import PydanticCustomError
 
 from pipeline.schema.check import Check, is_int, is_number, show
+from pipeline.schema.keys import near_miss
 
 S = TypeVar("S", bound="Section")
 LENIENT = "lenient"  # context flag of the fallback pass: required keys and cross checks relax
@@ -81,19 +82,39 @@ def validate(cls: type[S], data: Any, path: str, check: Check, **context: Any) -
     """``data`` as ``cls``; every error goes to ``check`` as ``path.key: message``. Returns the
     model with each broken key at its default, so the caller always has values to go on."""
     data = {} if data is None else data
+    checked, typed_as = _as_meant(cls, data)
     try:
-        section = cls.model_validate(data, context=context)
+        section = cls.model_validate(checked, context=context)
     except ValidationError as exc:
         broken = set()
         for error in exc.errors():
             loc = error["loc"]
-            check.error(_join(path, loc), _message(cls, error))
             if loc:
                 broken.add(loc[0])
-        section = _fallback(cls, data, broken, context)
+                loc = (typed_as.get(loc[0], loc[0]), *loc[1:])  # the key as the file has it
+            check.error(_join(path, loc), _message(cls, error))
+        section = _fallback(cls, checked, broken, context)
     if isinstance(data, Mapping):
         check.unused(data, section.known(), f"{path}." if path else "")
     return section
+
+
+def _as_meant(cls: type[Section], data: Any) -> tuple[Any, dict[str, str]]:
+    """``data`` with each near-miss key read as the key meant, and meant -> typed keys.
+
+    The typo itself is reported once, by :meth:`Check.unused`; reading its value under the
+    meant key checks that value too, and spares a second error saying the meant key is missing.
+    """
+    if not isinstance(data, Mapping):
+        return data, {}
+    fields = tuple(cls.model_fields)
+    typed_as: dict[str, str] = {}
+    for key in data:
+        meant = near_miss(str(key), fields) if key not in fields else None
+        if meant is not None and meant not in data and meant not in typed_as:
+            typed_as[meant] = key
+    renamed = {typed: meant for meant, typed in typed_as.items()}
+    return {renamed.get(k, k): v for k, v in data.items()}, typed_as
 
 
 def _fallback(cls: type[S], data: Any, broken: set, context: dict) -> S:

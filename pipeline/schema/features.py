@@ -15,8 +15,10 @@ from typing import Any
 from pipeline.context_data import ContextEntry, check_data_sources
 from pipeline.fuzzy import MEMBERSHIP_PARAM_COUNTS
 from pipeline.indicators import InvalidParameter, ParamSpec, indicator_names, indicator_spec
-from pipeline.schema.check import Check, is_number, show, text_list
+from pipeline.schema.base import validate
+from pipeline.schema.check import Check, show, text_list
 from pipeline.schema.keys import did_you_mean, near_miss
+from pipeline.schema.sections import Membership
 
 NORMALIZATIONS = ("minmax", "zscore", "none")
 ID_RE = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -213,38 +215,19 @@ def _membership(name: str, spec: Any, path: str, check: Check) -> dict | None:
         check.error(path, "not supported; fuzzy sets read the indicator value as it is")
         return None
     if isinstance(spec, list):
-        kind, params = "triangular", spec
-    elif isinstance(spec, Mapping):
-        kind, params = spec.get("type"), spec.get("parameters")
-        kind = kind.lower() if isinstance(kind, str) else kind
-        check.unused(spec, ("type", "parameters"), f"{path}.")
-    else:
+        spec = {"type": "triangular", "parameters": spec}
+    elif not isinstance(spec, Mapping):
         check.error(
             path,
             f"{show(spec)} is not a membership; write [a, b, c] or "
             f"{{type: {kinds.split(', ')[0]}, parameters: [...]}}",
         )
         return None
-    if kind not in MEMBERSHIP_PARAM_COUNTS:
-        check.error(f"{path}.type", f"{show(kind)} is not allowed; allowed: {kinds}")
+    errors = len(check.errors)
+    member = validate(Membership, spec, path, check)
+    if len(check.errors) > errors:
         return None
-    count = MEMBERSHIP_PARAM_COUNTS[kind]
-    if not isinstance(params, list) or len(params) != count:
-        got = f"{len(params)} values" if isinstance(params, list) else show(params)
-        check.error(path, f"{kind} takes {count} parameters, got {got}")
-        return None
-    if not all(is_number(p) for p in params):
-        check.error(path, f"parameters {params} must all be numbers")
-        return None
-    if kind == "gaussian":
-        if params[1] <= 0:
-            check.error(path, f"gaussian sigma {params[1]} is not allowed; sigma must be > 0")
-            return None
-    elif any(a > b for a, b in zip(params, params[1:], strict=False)):
-        order = " <= ".join("abcd"[:count])
-        check.error(path, f"parameters {params} are out of order; {kind} needs {order}")
-        return None
-    return {"name": name, "type": kind, "parameters": [float(p) for p in params]}
+    return {"name": name, "type": member.type, "parameters": member.parameters}
 
 
 def _nn_inputs(

@@ -11,8 +11,9 @@ from typing import Any
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
+from pipeline.fuzzy import MEMBERSHIP_PARAM_COUNTS
 from pipeline.schema.base import Section, choice, fail, lenient, number, whole
-from pipeline.schema.check import is_int, show
+from pipeline.schema.check import is_int, is_number, show
 from pipeline.training_keys import OUTPUT_FORMATS
 
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "leaky_relu")
@@ -144,4 +145,33 @@ class DataSplit(Section):
             shown = " + ".join(f"{v:g}" for v in parts)
             raise fail(f"train + validation + test = {shown} = {sum(parts):g}; "
                        "they must add up to 1")
+        return self
+
+
+class Membership(Section):
+    """A fuzzy set's membership function, ``{type, parameters}``; ``[a, b, c]`` is read as a
+    triangular one. The parameter count, types and order are one rule over both keys."""
+
+    type: choice(tuple(MEMBERSHIP_PARAM_COUNTS)) = Field(  # type: ignore[valid-type]
+        default=None, validate_default=True)
+    parameters: Any = None
+
+    @model_validator(mode="after")
+    def _parameters(self, info: ValidationInfo) -> Membership:
+        if lenient(info):
+            return self
+        kind, params = self.type, self.parameters
+        count = MEMBERSHIP_PARAM_COUNTS[kind]
+        if not isinstance(params, list) or len(params) != count:
+            got = f"{len(params)} values" if isinstance(params, list) else show(params)
+            raise fail(f"{kind} takes {count} parameters, got {got}")
+        if not all(is_number(p) for p in params):
+            raise fail(f"parameters {params} must all be numbers")
+        if kind == "gaussian":
+            if params[1] <= 0:
+                raise fail(f"gaussian sigma {params[1]} is not allowed; sigma must be > 0")
+        elif any(a > b for a, b in zip(params, params[1:], strict=False)):
+            order = " <= ".join("abcd"[:count])
+            raise fail(f"parameters {params} are out of order; {kind} needs {order}")
+        self.parameters = [float(p) for p in params]
         return self
