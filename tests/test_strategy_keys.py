@@ -36,6 +36,8 @@ def errors_of(data: dict, **kwargs: object) -> list[str]:
                                               "did you mean 'zigzag_threshold'?"),
     ("training.early_stopping.patiance", 3, "training.early_stopping.patiance: unknown key; "
                                             "did you mean 'patience'?"),
+    ("nn_inputs.0", {"fuzzy_sett": "rsi_zone"}, "nn_inputs[0].fuzzy_sett: unknown key; did "
+                                                "you mean 'fuzzy_set'?"),
     ("indicators.rsi_14.peroid", 10, "indicators.rsi_14.peroid: unknown key; did you mean "
                                      "'period'? (rsi takes period, source)"),
 ])

@@ -18,9 +18,8 @@ from pipeline.indicators import InvalidParameter, ParamSpec, indicator_names, in
 from pipeline.schema.base import validate
 from pipeline.schema.check import Check, show, text_list
 from pipeline.schema.keys import did_you_mean, near_miss
-from pipeline.schema.sections import Membership
+from pipeline.schema.sections import Membership, NnInput
 
-NORMALIZATIONS = ("minmax", "zscore", "none")
 ID_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
@@ -249,14 +248,17 @@ def _nn_inputs(
     result, seen = [], set()
     for i, item in enumerate(section):
         path = f"nn_inputs[{i}]"
-        if not isinstance(item, Mapping) or ("fuzzy_set" in item) == ("raw_indicator" in item):
+        if not isinstance(item, Mapping):
             check.error(path, "each input names exactly one of fuzzy_set or raw_indicator")
             continue
-        tfs = _input_timeframes(item.get("timeframes", "all"), timeframes, path, check)
-        if "fuzzy_set" in item:
-            entry = _fuzzy_input(item, fuzzy_sets, raw.get("fuzzy_sets"), path, check)
+        spec = validate(NnInput, item, path, check)
+        if (spec.fuzzy_set is None) == (spec.raw_indicator is None):
+            continue  # said by NnInput
+        tfs = _input_timeframes(spec.timeframes, timeframes, path, check)
+        if spec.fuzzy_set is not None:
+            entry = _fuzzy_input(spec.fuzzy_set, fuzzy_sets, raw.get("fuzzy_sets"), path, check)
         else:
-            entry = _raw_input(item, indicators, outputs, path, check)
+            entry = _raw_input(spec, indicators, outputs, path, check)
         if entry is None or tfs is None:
             continue
         kind, ref = next(iter(entry.items()))
@@ -270,10 +272,8 @@ def _nn_inputs(
 
 
 def _fuzzy_input(
-    item: Mapping, fuzzy_sets: Mapping, declared: Any, path: str, check: Check
+    set_id: Any, fuzzy_sets: Mapping, declared: Any, path: str, check: Check
 ) -> dict | None:
-    set_id = item["fuzzy_set"]
-    check.unused(item, ("fuzzy_set", "timeframes"), f"{path}.")
     if isinstance(set_id, str) and isinstance(declared, Mapping) and set_id in declared:
         return {"fuzzy_set": set_id} if set_id in fuzzy_sets else None  # its own error is out
     known = (
@@ -284,14 +284,12 @@ def _fuzzy_input(
 
 
 def _raw_input(
-    item: Mapping, indicators: Mapping, outputs: Mapping, path: str, check: Check
+    spec: NnInput, indicators: Mapping, outputs: Mapping, path: str, check: Check
 ) -> dict | None:
-    check.unused(item, ("raw_indicator", "timeframes", "normalization"), f"{path}.")
-    norm = check.choice(item, "normalization", f"{path}.normalization", "none", NORMALIZATIONS)
-    ref = _reference(item["raw_indicator"], f"{path}.raw_indicator", indicators, outputs, check)
+    ref = _reference(spec.raw_indicator, f"{path}.raw_indicator", indicators, outputs, check)
     if ref is None:
         return None
-    return {"raw_indicator": ref, "normalization": norm}
+    return {"raw_indicator": ref, "normalization": spec.normalization}
 
 
 def _input_timeframes(

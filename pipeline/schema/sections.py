@@ -17,6 +17,7 @@ from pipeline.schema.check import is_int, is_number, show
 from pipeline.training_keys import OUTPUT_FORMATS
 
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "leaky_relu")
+NORMALIZATIONS = ("minmax", "zscore", "none")
 MODEL_TYPES = ("mlp", "lstm", "gru")
 # The model types the trainer builds on this branch; branch ``sequence`` adds lstm and gru.
 TRAINABLE = ("mlp",)
@@ -175,3 +176,35 @@ class Membership(Section):
             raise fail(f"parameters {params} are out of order; {kind} needs {order}")
         self.parameters = [float(p) for p in params]
         return self
+
+
+class NnInput(Section):
+    """One model input: a fuzzy set, or an indicator's raw value with its normalization. The
+    references (to fuzzy sets, indicators, training timeframes) are checked by the features
+    reader, which holds the other sections."""
+
+    fuzzy_set: Any = None
+    raw_indicator: Any = None
+    timeframes: Any = "all"
+    normalization: Any = Field(default="none", validate_default=True)
+
+    @field_validator("normalization", mode="before")
+    @classmethod
+    def _normalization(cls, value: Any, info: ValidationInfo) -> Any:
+        if info.data.get("raw_indicator") is None:
+            return value  # read for raw inputs only; elsewhere it is an ignored key
+        text = value.lower() if isinstance(value, str) else value
+        if text not in NORMALIZATIONS:
+            raise fail(f"{show(value)} is not allowed; allowed: {', '.join(NORMALIZATIONS)}")
+        return text
+
+    @model_validator(mode="after")
+    def _one_kind(self, info: ValidationInfo) -> NnInput:
+        if (self.fuzzy_set is None) == (self.raw_indicator is None) and not lenient(info):
+            raise fail("each input names exactly one of fuzzy_set or raw_indicator")
+        return self
+
+    def known(self) -> tuple[str, ...]:
+        if self.raw_indicator is not None:
+            return ("raw_indicator", "timeframes", "normalization")
+        return ("fuzzy_set", "timeframes")
