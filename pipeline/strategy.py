@@ -38,7 +38,7 @@ from pipeline.context_data import ContextEntry, parse_context_data
 from pipeline.errors import StrategyError
 from pipeline.labels import SOURCES, resolve_params
 from pipeline.schema.base import validate
-from pipeline.schema.check import Check, is_int, show
+from pipeline.schema.check import Check, show
 from pipeline.schema.features import is_v3_strategy, read_features
 from pipeline.schema.sections import (
     ARCHITECTURES,
@@ -48,9 +48,10 @@ from pipeline.schema.sections import (
     Decisions,
     ModelSection,
     StrategyFile,
+    TrainingSection,
 )
 from pipeline.schema.training_data import read_training_data
-from pipeline.training_keys import OPTIMISATION_KEYS, read_optimisation
+from pipeline.training_keys import read_optimisation
 
 __all__ = ["INLINE", "Strategy", "deep_merge", "is_v3_strategy", "load_strategy", "sanitize_name"]
 
@@ -243,21 +244,14 @@ def _decisions(raw: Mapping, check: Check) -> dict:
 def _training(raw: Mapping, output_format: str, check: Check) -> dict:
     """The training keys (pipeline.training_keys has their defaults and checks), the labels,
     the split and the seed."""
-    section = check.section(raw, "training", "training")
-    check.unused(section, (*OPTIMISATION_KEYS, "labels", "data_split", "seed"), "training.")
-    seed = section.get("seed")
-    if seed is not None and not (is_int(seed) and 0 <= seed < 2**32):
-        check.error(
-            "training.seed",
-            f"{show(seed)} is not allowed; a whole number from 0 to {2**32 - 1}, or nothing",
-        )
-        seed = None
+    typed = validate(TrainingSection, raw.get("training"), "training", check)
+    section = raw["training"] if isinstance(raw.get("training"), Mapping) else {}
     return {
         **read_optimisation(section, output_format, check),
         "output_format": output_format,
         "labels": _labels(section, output_format, check),
         "data_split": _data_split(section, check),
-        "seed": seed,
+        "seed": typed.seed,
     }
 
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, ValidationInfo, create_model, field_validator, model_validator
 
 from pipeline.fuzzy import MEMBERSHIP_PARAM_COUNTS
 from pipeline.schema.base import Section, choice, fail, lenient, number, whole
 from pipeline.schema.check import is_int, is_number, show
-from pipeline.training_keys import OUTPUT_FORMATS
+from pipeline.training_keys import OPTIMISATION_KEYS, OUTPUT_FORMATS
 
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "leaky_relu")
 NORMALIZATIONS = ("minmax", "zscore", "none")
@@ -208,3 +208,23 @@ class NnInput(Section):
         if self.raw_indicator is not None:
             return ("raw_indicator", "timeframes", "normalization")
         return ("fuzzy_set", "timeframes")
+
+
+class _Training(Section):
+    labels: Any = None  # read against the label source's parameters (pipeline.labels)
+    data_split: Any = None  # DataSplit
+    seed: Any = None
+
+    @field_validator("seed", mode="before")
+    @classmethod
+    def _seed(cls, value: Any) -> int:
+        if not (is_int(value) and 0 <= value < 2**32):
+            raise fail(f"{show(value)} is not allowed; a whole number from 0 to {2**32 - 1}, "
+                       "or nothing")
+        return int(value)
+
+
+# ``training``: the optimisation keys are declared here by name only; their defaults and checks
+# are pipeline.training_keys' (the one place, shared with the trainer).
+TrainingSection = create_model(
+    "TrainingSection", __base__=_Training, **{key: (Any, None) for key in OPTIMISATION_KEYS})
