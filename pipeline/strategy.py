@@ -14,10 +14,11 @@ carries some (``decisions.confidence_threshold``). ``strict=True`` turns every w
 error.
 
 The sections are read by pipeline.schema: typed pydantic models where a section is keys with
-types and defaults (``model``, ``decisions``, ``training_data``, ``training.data_split``),
-readers over the registries where the rules live elsewhere (indicator parameters, label
-parameters, the training keys of pipeline.training_keys, context_data). This module reads the
-file, runs the sections in file order and holds the cross-section checks on the labels.
+types and defaults (the top level, ``training_data``, ``model``, ``decisions``, ``training``
+and its ``data_split``, fuzzy memberships, ``nn_inputs`` entries), readers over the registries
+where the rules live elsewhere (indicator parameters, label parameters, the training keys of
+pipeline.training_keys, context_data) and for the references between sections. This module
+reads the file, runs the sections in file order and holds the checks on the labels.
 """
 
 from __future__ import annotations
