@@ -38,6 +38,8 @@ def errors_of(data: dict, **kwargs: object) -> list[str]:
                                             "did you mean 'patience'?"),
     ("nn_inputs.0", {"fuzzy_sett": "rsi_zone"}, "nn_inputs[0].fuzzy_sett: unknown key; did "
                                                 "you mean 'fuzzy_set'?"),
+    ("fuzzy_sets.rsi_zone", {"indicater": "rsi_14", "low": [0, 30, 50]},
+     "fuzzy_sets.rsi_zone.indicater: unknown key; did you mean 'indicator'?"),
     ("indicators.rsi_14.peroid", 10, "indicators.rsi_14.peroid: unknown key; did you mean "
                                      "'period'? (rsi takes period, source)"),
 ])

@@ -194,6 +194,7 @@ def _fuzzy_sets(
                 f"must be a mapping {{indicator: id, name: [a, b, c], ...}}, got {show(body)}",
             )
             continue
+        body = _indicator_typo(body, path, check)
         ref = _reference(body.get("indicator"), f"{path}.indicator", indicators, outputs, check)
         members = [
             _membership(name, spec, f"{path}.{name}", check)
@@ -205,6 +206,18 @@ def _fuzzy_sets(
         if ref is not None and all(members):
             result[set_id] = {"indicator": ref, "memberships": members}
     return result
+
+
+def _indicator_typo(body: Mapping, path: str, check: Check) -> Mapping:
+    """A set's keys are membership names except ``indicator``; a near miss of it with text as
+    its value (``indicater: rsi_14``) is that key misspelt: one error, then read as meant."""
+    if "indicator" in body:
+        return body
+    for key, value in body.items():
+        if isinstance(value, str) and near_miss(str(key), ("indicator",)):
+            check.error(f"{path}.{key}", "unknown key; did you mean 'indicator'?")
+            return {("indicator" if k == key else k): v for k, v in body.items()}
+    return body
 
 
 def _membership(name: str, spec: Any, path: str, check: Check) -> dict | None:
