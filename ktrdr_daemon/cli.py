@@ -311,7 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="auto | cpu | cuda | mps (KTRDR_DEVICE)")
     p.add_argument("--threads", type=int, help="torch CPU threads (KTRDR_THREADS; default 1)")
     p.add_argument("--strict", action="store_true", default=None,
-                   help="fail on indicator parameters the indicator does not use")
+                   help="turn every warning about the strategy into an error")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     _common(p)
     p.set_defaults(func=cmd_train)

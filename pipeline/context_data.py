@@ -31,6 +31,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from pipeline.context_files import cot_path, fred_path, read_cot, read_fred
 from pipeline.errors import DataError
 from pipeline.market_data import is_timeframe, load_prices, timeframe_delta
+from pipeline.schema.keys import did_you_mean
 
 PROVIDERS = ("ib", "fred", "cftc_cot")
 # KTRDR's CFTC contract map: the currency codes a COT report may name.
@@ -120,6 +121,8 @@ def _entry(i: int, item: Any, check: Check) -> ContextEntry | None:
     for key in item:
         if key in _IGNORED:
             check.warn(f"{path}.{key}", "ignored (KTRDR ignores it too)")
+        elif key not in _USED and did_you_mean(str(key), _USED):
+            check.error(f"{path}.{key}", str(did_you_mean(str(key), _USED)))
         elif key not in _USED:
             check.warn(f"{path}.{key}", f"unknown key, ignored; known: {', '.join(_USED)}")
     if item.get("alignment", "forward_fill") != "forward_fill":

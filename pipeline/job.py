@@ -19,6 +19,7 @@ import yaml
 
 from pipeline import safe_yaml
 from pipeline.errors import StrategyError
+from pipeline.schema.keys import near_miss
 from pipeline.strategy import Strategy, deep_merge, is_v3_strategy, load_strategy
 
 JOB_KEYS = ("strategy", "symbols", "timeframes", "start", "end", "seed", "priority",
@@ -102,6 +103,12 @@ def load_job(
                normalized=_jsonable(normalized), warnings=list(strategy.warnings))
 
 
+def _meant(key: Any) -> str:
+    """"did you mean 'overrides'? " for a near miss of a job key, else nothing."""
+    meant = near_miss(str(key), JOB_KEYS)
+    return f"did you mean {meant!r}? " if meant else ""
+
+
 def _named(name: str, load: Any, *args: Any, **kwargs: Any) -> Strategy:
     """Load the strategy; its errors and its ``source`` name the job's file, not ``<inline>``."""
     try:
@@ -136,7 +143,7 @@ def _job_parts(
     data: Mapping[str, Any], name: str, strategies_root: Path | None, base_dir: Path | None
 ) -> tuple[dict, dict, Mapping[str, Any]]:
     """Split a job file into (strategy mapping, overrides to merge, job keys); collect errors."""
-    errors = [f"{key}: unknown job key; job keys are: {', '.join(JOB_KEYS)}"
+    errors = [f"{key}: unknown job key; {_meant(key)}job keys are: {', '.join(JOB_KEYS)}"
               for key in data if key not in JOB_KEYS]
     strategy_data: dict = {}
     ref = data.get("strategy")

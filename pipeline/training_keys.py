@@ -165,7 +165,7 @@ def _config_problems(c: TrainingConfig) -> list[str]:
 
 
 class Checker(Protocol):
-    """The strategy loader's error collector (pipeline.strategy._Check)."""
+    """The strategy loader's error collector (pipeline.schema.check.Check)."""
 
     def error(self, path: str, message: str) -> None: ...
     def warn(self, path: str, message: str) -> None: ...

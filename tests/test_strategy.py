@@ -698,10 +698,10 @@ def test_ktrdr_v3_full_file_loads_with_a_warning_per_ignored_key() -> None:
     for key in ("scope", "deployment", "context_data"):
         assert key in s.raw  # carried along into config.json
     json.dumps(s.raw)
+    # --strict (issue 18): every warning is an error, each with its key path.
     with pytest.raises(StrategyError) as info:
         load_strategy(V3_FULL, strict=True)
-    assert len(info.value.errors) == 1
-    assert info.value.errors[0].startswith("indicators.macd_12_26_9: parameters fast, slow")
+    assert info.value.errors == [w + "; --strict refuses warnings" for w in s.warnings]
 
 
 # ------------------------------------------------------------------ files and examples

@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pipeline.schema.keys import did_you_mean
+
 REGRESSION = "regression"
 
 
@@ -117,6 +119,11 @@ def resolve_params(source: LabelSource, given: Mapping[str, Any], prefix: str) -
                             f"trains with {target} = {by_name[target].default})")
             key = target
         param = by_name.get(key)
+        typo = None if param is not None or key in source.ignored else did_you_mean(
+            key, [*by_name, *source.aliases, "source"])
+        if typo is not None:
+            errors.append(f"{prefix}{key}: {typo}")
+            continue
         if param is None:
             note = ("accepted; it has no effect (KTRDR ignores it too)" if key in source.ignored
                     else f"ignored (not a {source.name} label parameter)")
