@@ -113,7 +113,9 @@ def rvi(bars: pd.DataFrame, period: int, signal_period: int) -> Outputs:
     body, span = close - column(bars, "open"), high - low
 
     def weighted(x: np.ndarray) -> np.ndarray:
-        return (shift(x, 3) + 2 * shift(x, 2) + 2 * shift(x, 1) + x) / 6.0
+        result = np.full_like(x, np.nan)  # defined from bar 3
+        result[3:] = (x[:-3] + 2 * x[1:-2] + 2 * x[2:-1] + x[3:]) / 6.0
+        return result
 
     num, den = rolling_mean(weighted(body), period), rolling_mean(weighted(span), period)
     value = np.where(den != 0, divide(num, den), np.nan)
