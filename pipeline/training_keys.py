@@ -11,12 +11,12 @@ the trainer both take their defaults from this module, so the two can never disa
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pipeline.errors import PipelineError
+from pipeline.schema.check import is_number, show
 
 OUTPUT_FORMATS = ("classification", "regression")
 LOSSES: dict[str, tuple[str, ...]] = {"classification": ("cross_entropy", "focal"),
@@ -232,7 +232,7 @@ def _loss(section: Mapping[str, Any], fmt: str, check: Checker) -> str:
     if text not in allowed:
         other = next((f for f, names in LOSSES.items() if text in names and f != fmt), None)
         why = f" (a {other} loss; decisions.output_format is {fmt})" if other else ""
-        check.error("training.loss", f"{_show(value)} is not allowed{why}; allowed: "
+        check.error("training.loss", f"{show(value)} is not allowed{why}; allowed: "
                     + ", ".join(allowed))
         return DEFAULT_LOSS[fmt]
     return text
@@ -243,10 +243,10 @@ def _gradient_clip(section: Mapping[str, Any], check: Checker) -> float | None:
     value = section.get("gradient_clip", DEFAULTS["gradient_clip"])
     if value is None or value is True:
         return DEFAULTS["gradient_clip"]
-    if value is False or (_is_number(value) and value == 0):
+    if value is False or (is_number(value) and value == 0):
         return None
-    if not _is_number(value) or value < 0:
-        check.error("training.gradient_clip", f"{_show(value)} is not allowed; a number > 0 "
+    if not is_number(value) or value < 0:
+        check.error("training.gradient_clip", f"{show(value)} is not allowed; a number > 0 "
                     "(the largest gradient norm), or 0 or false for no clipping")
         return DEFAULTS["gradient_clip"]
     return float(value)
@@ -262,7 +262,7 @@ def _lr_scheduler(section: Mapping[str, Any], check: Checker) -> dict | None:
     if value is True:
         return {"type": DEFAULT_SCHEDULER, **SCHEDULERS[DEFAULT_SCHEDULER]}
     if not isinstance(value, Mapping):
-        check.error(path, f"{_show(value)} is not allowed; true, false, or "
+        check.error(path, f"{show(value)} is not allowed; true, false, or "
                     "{type: step|exponential|reduce_on_plateau, ...}")
         return None
     if value.get("enabled", True) is False:
@@ -292,7 +292,7 @@ def _early_stopping(section: Mapping[str, Any], check: Checker) -> dict | None:
     if value is True:
         value = {}
     if not isinstance(value, Mapping):
-        check.error(path, f"{_show(value)} is not allowed; "
+        check.error(path, f"{show(value)} is not allowed; "
                     f"{{patience: {EARLY_STOPPING['patience']}, min_delta: 0.0}} or nothing")
         return None
     check.unused(value, ("patience", "min_delta", "enabled"), f"{path}.")
@@ -306,13 +306,3 @@ def _early_stopping(section: Mapping[str, Any], check: Checker) -> dict | None:
     }
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _show(value: Any) -> str:
-    if value is None:
-        return "nothing"
-    if isinstance(value, bool):
-        return f"{str(value).lower()} (a true/false)"
-    return repr(value) if isinstance(value, str) else str(value)

@@ -8,7 +8,6 @@ way and report all bad keys at once, with their key paths.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pipeline.schema.check import is_int, is_number, show
 from pipeline.schema.keys import did_you_mean
 
 REGRESSION = "regression"
@@ -142,36 +142,23 @@ def _check(param: Param, value: Any) -> tuple[Any, str]:
     if value is None and param.kind == "number?":
         return None, ""
     if param.kind == "bool":
-        return (value, "") if isinstance(value, bool) else (None, f"{_show(value)} is not "
+        return (value, "") if isinstance(value, bool) else (None, f"{show(value)} is not "
                                                                    "allowed; true or false")
     if param.kind == "choice":
         text = value.lower() if isinstance(value, str) else value
         if text in param.choices:
             return text, ""
-        return None, f"{_show(value)} is not allowed; allowed: {', '.join(param.choices)}"
+        return None, f"{show(value)} is not allowed; allowed: {', '.join(param.choices)}"
     if param.kind == "int":
-        if _is_int(value) and param.ok(value):
+        if is_int(value) and param.ok(value):
             return int(value), ""
-        return None, f"{_show(value)} is not allowed; a whole number {param.allowed}".rstrip()
-    if _is_number(value) and param.ok(value):
+        return None, f"{show(value)} is not allowed; a whole number {param.allowed}".rstrip()
+    if is_number(value) and param.ok(value):
         return float(value), ""
-    return None, f"{_show(value)} is not allowed; a number {param.allowed}".rstrip()
+    return None, f"{show(value)} is not allowed; a number {param.allowed}".rstrip()
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
-
-def _is_number(value: Any) -> bool:
-    return (_is_int(value) or isinstance(value, float)) and math.isfinite(value)
-
-
-def _show(value: Any) -> str:
-    if value is None:
-        return "nothing"
-    if isinstance(value, bool):
-        return f"{str(value).lower()} (a true/false)"
-    return repr(value) if isinstance(value, str) else str(value)
 
 
 def classes_from(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
