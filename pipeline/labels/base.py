@@ -158,9 +158,6 @@ def _check(param: Param, value: Any) -> tuple[Any, str]:
     return None, f"{show(value)} is not allowed; a number {param.allowed}".rstrip()
 
 
-
-
-
 def classes_from(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """int64 classes with -1 where there is no label (a misuse then fails loudly)."""
     out = np.full(len(values), -1, dtype=np.int64)
