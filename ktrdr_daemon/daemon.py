@@ -90,7 +90,14 @@ class Daemon:
         instance_lock = one_daemon_per_identity(self.spool, self.daemon_id,
                                                 self.settings.heartbeat_seconds)
         try:
-            self._start()
+            self._start()  # a start that fails (no such device) is the caller's error, as such
+            return self._loop()
+        finally:
+            instance_lock.release()
+
+    def _loop(self) -> int:
+        """The loop, then the shutdown; a loop that dies still hands its jobs back."""
+        try:
             while not self.stopping:
                 self.wake.wait(self.settings.rescan_seconds)
                 self.wake.clear()
@@ -109,8 +116,6 @@ class Daemon:
                 log.exception("the shutdown failed too; killing the workers")
                 self._kill_workers()
             return EXIT_LOOP_DIED
-        finally:
-            instance_lock.release()
 
     def _start(self) -> None:
         self.spool.ensure_layout()

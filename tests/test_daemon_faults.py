@@ -17,9 +17,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from daemon_helpers import REPO, Site, job_yaml, long_job
+from daemon_helpers import REPO, DaemonProcess, Site, job_yaml, long_job, process_gone
 
 from ktrdr_daemon import spool as sp
+from ktrdr_daemon.daemon import EXIT_LOOP_DIED
 
 pytestmark = pytest.mark.slow
 
@@ -179,6 +180,79 @@ def test_rm_rf_of_a_running_job_leaves_the_daemon_serving_and_sigterm_clean(site
     daemon.send(signal.SIGTERM)
     assert daemon.wait_exit(15) == 0
     assert "Traceback" not in daemon.log_text(), daemon.log_text()[-3000:]
+
+
+# -- fault 5: the main loop itself dies -----------------------------------------------------------
+
+# The real CLI, `ktrdr-daemon run`, in which the loop's rescan (the loop body, outside every
+# isolated step) raises once the file named first on the command line exists: a bug in the loop
+# itself, which no bad job or file can cause any more. Everything else is the shipped daemon.
+BROKEN_LOOP = """\
+import sys
+from pathlib import Path
+
+from ktrdr_daemon import cli
+from ktrdr_daemon.daemon import Daemon
+
+real_rescan = Daemon.rescan
+
+
+def rescan(self):
+    real_rescan(self)
+    if trigger.exists():
+        raise RuntimeError("a bug in the loop itself")
+
+
+if __name__ == "__main__":  # the fork server imports this file too
+    trigger = Path(sys.argv.pop(1))
+    Daemon.rescan = rescan
+    sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+class BrokenLoopDaemon(DaemonProcess):
+    """``ktrdr-daemon run`` whose loop raises once ``trigger`` exists."""
+
+    def __init__(self, site: Site, daemon_id: str, trigger: Path) -> None:
+        super().__init__(site, daemon_id)
+        self.script, self.trigger = site.root / "broken_loop.py", trigger
+        self.script.write_text(BROKEN_LOOP)
+
+    def command(self) -> list[str]:
+        return [sys.executable, str(self.script), str(self.trigger), *super().command()[3:]]
+
+
+def test_the_main_loops_death_ends_the_process_and_hands_its_job_back(site: Site) -> None:
+    """Fault 5: a loop that died while its threads lived on kept the heartbeat going, served
+    nothing and ignored SIGTERM. Now the process hands its job back and exits non-zero (a
+    service manager restarts it), and a daemon started next resumes the job."""
+    trigger = site.root / "break-the-loop"
+    broken = BrokenLoopDaemon(site, "broken", trigger)
+    broken.start()
+    site.daemons.append(broken)
+    broken.wait_ready()
+    job_id = site.drop("survivor.yaml", long_job(40, max_attempts=1))
+    site.wait_training(job_id)
+    worker = broken.worker_pid(job_id, 1)
+    trigger.touch()
+    assert broken.wait_exit(15) == EXIT_LOOP_DIED
+    log_text = broken.log_text()
+    assert "the daemon's loop died" in log_text and "a bug in the loop itself" in log_text
+    end = site.attempt_end(job_id, 1)
+    assert end is not None and end["counts"] is False, site.explain(job_id)  # handed back
+    site.wait("the worker to be gone", lambda: process_gone(worker), 10, job_id)
+    beat = site.spool / "daemons" / "broken.json"
+    assert not beat.exists()
+    time.sleep(1.0)  # five heartbeat periods: nothing writes it again
+    assert not beat.exists() and site.result(job_id) is None
+
+    site.daemon("after", slots=1).wait_ready()
+    result = site.wait_result(job_id)
+    # max_attempts is 1: attempt 2 runs only because the dying loop handed attempt 1 back.
+    assert result["state"] == "completed" and result["attempt"] == 2, site.explain(job_id)
+    resumed = [e["resumed_from_epoch"] for e in site.events(job_id)
+               if e.get("type") == "state" and e.get("resumed_from_epoch") is not None]
+    assert resumed and min(resumed) >= 1
 
 
 # -- faults 1, 2 and 10: publish, then result ------------------------------------------------------
