@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ktrdr_daemon import spool as sp
+from pipeline.versions import take_out
 
 log = logging.getLogger("ktrdr_daemon")
 
@@ -113,47 +114,12 @@ def settle(spool: sp.Spool, job_id: str) -> str:
 
 
 def withdraw(version: Path, why: str) -> None:
-    """Remove a version no completed job names (spec 6: no version for a cancelled job).
-
-    As :meth:`pipeline.store.ModelStore.delete` does, restated here without torch (the daemon
-    never imports it): one rename takes the version out of sight, ``{tf}_latest`` is pointed
-    at the highest version left, then the files go."""
-    match = re.fullmatch(r"(.+)_v\d+", version.name)
-    if match is None:
+    """Remove a version no completed job names (spec 6: no version for a cancelled job), by
+    the store's own rule (:func:`pipeline.versions.take_out`, which needs no torch)."""
+    if re.fullmatch(r".+_v\d+", version.name) is None:
         return
-    # One level below its own folder, as the store stages: KTRDR's list_models takes every
-    # {root}/*/* folder holding a metadata.json for a version, .staging/* included.
-    holder = version.parent.parent / ".staging" / f"withdrawn-{secrets.token_hex(8)}"
-    holder.mkdir(parents=True)
-    try:
-        os.rename(version, holder / "version")
-    except FileNotFoundError:
-        holder.rmdir()
-        return  # another settler withdrew it first
-    log.warning("withdrew model version %s: %s", version, why)
-    _point_latest(version.parent, match[1])
-    shutil.rmtree(holder, ignore_errors=True)
-
-
-def _point_latest(parent: Path, timeframe: str) -> None:
-    """``{tf}_latest`` -> the highest ``{tf}_v{N}`` left (the store's rule: look again after
-    each replace, so the last writer leaves the true highest)."""
-    link = parent / f"{timeframe}_latest"
-    pattern = re.compile(rf"{re.escape(timeframe)}_v(\d+)")
-    while True:
-        numbers = [int(m[1]) for e in os.scandir(parent)
-                   if (m := pattern.fullmatch(e.name)) and e.is_dir(follow_symlinks=False)]
-        if not numbers:
-            link.unlink(missing_ok=True)
-            return
-        top = max(numbers)
-        temp = parent / f".{timeframe}_latest.{os.getpid()}.{secrets.token_hex(8)}"
-        os.symlink(f"{timeframe}_v{top}", temp)
-        os.replace(temp, link)
-        again = [int(m[1]) for e in os.scandir(parent) if (m := pattern.fullmatch(e.name))]
-        if max(again, default=0) == top:
-            sp.fsync_dir(parent)
-            return
+    if take_out(version, f"withdrawn-{secrets.token_hex(8)}"):
+        log.warning("withdrew model version %s: %s", version, why)
 
 
 def remove_staging_of(models_root: Path, pid: int) -> int:

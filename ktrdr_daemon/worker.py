@@ -305,9 +305,7 @@ def _complete(spool: sp.Spool, claim: sp.Claim, progress: ProgressWriter, model_
         return EXIT_DONE
     if os.path.lexists(spool.job_dir(task.job_id) / sp.CANCEL) and claim.still_owner():
         # Cancelled between the publish and the result: withdraw the version, end cancelled.
-        from pipeline.store import ModelStore
-
-        ModelStore(Path(task.models_root)).delete(model_path)
+        publication.withdraw(Path(model_path), f"{task.job_id} was cancelled")
         return _cancelled(spool, claim, progress)
     return EXIT_FENCED
 

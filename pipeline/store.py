@@ -18,7 +18,6 @@ prefix), so the same weights always give a byte-identical ``model.pt``.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import json
 import math
@@ -39,8 +38,8 @@ import torch
 from pipeline import ktrdr_files
 from pipeline.errors import PipelineError
 from pipeline.ktrdr_form import check_outputs, form_for_type, form_of, output_width, plain_state
+from pipeline.versions import STAGING, fsync_dir, point_latest, take_out, version_numbers
 
-STAGING = ".staging"
 FILES = (
     "model.pt",
     "config.json",
@@ -130,20 +129,6 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _fsync_dir(path: Path) -> None:
-    """Make a folder's entries (new names, renames) durable; not possible on every OS."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _fsync_file(path: Path) -> None:
     if path.is_file():
         with open(path, "rb") as handle:
@@ -229,7 +214,7 @@ class ModelStore:
                 extra_files(staging)
                 for name in sorted(set(os.listdir(staging)) - set(FILES)):
                     _fsync_file(staging / name)
-            _fsync_dir(staging)
+            fsync_dir(staging)
             if before_publish is not None:
                 before_publish()
             target = self._publish(staging, strategy, timeframe)
@@ -237,7 +222,7 @@ class ModelStore:
             shutil.rmtree(holder, ignore_errors=True)
             raise
         holder.rmdir()
-        self._update_latest(target.parent, timeframe)
+        point_latest(target.parent, timeframe)
         return target
 
     def _write_version(
@@ -281,7 +266,7 @@ class ModelStore:
         parent = self.root / strategy
         parent.mkdir(parents=True, exist_ok=True)
         for _ in range(10_000):
-            numbers = self._numbers(parent, timeframe)
+            numbers = version_numbers(parent, timeframe)
             target = parent / f"{timeframe}_v{max(numbers, default=0) + 1}"
             try:
                 # POSIX rename onto an existing non-empty folder fails, so exactly one writer
@@ -291,44 +276,9 @@ class ModelStore:
                 if exc.errno in (errno.EEXIST, errno.ENOTEMPTY, errno.EISDIR):
                     continue
                 raise
-            _fsync_dir(parent)
+            fsync_dir(parent)
             return target
         raise PipelineError(f"could not find a free version number under {parent}")
-
-    @staticmethod
-    def _numbers(parent: Path, timeframe: str) -> list[int]:
-        pattern = re.compile(rf"^{re.escape(timeframe)}_v(\d+)$")
-        if not parent.is_dir():
-            return []
-        found = []
-        for entry in os.scandir(parent):
-            match = pattern.match(entry.name)
-            if match and entry.is_dir(follow_symlinks=False):
-                found.append(int(match.group(1)))
-        return found
-
-    def _update_latest(self, parent: Path, timeframe: str) -> None:
-        """Point ``{tf}_latest`` at the highest version, atomically.
-
-        Concurrent writers may each compute "highest" before the other publishes, so after
-        each replace we look again: a writer that just installed a stale target sees a higher
-        version and repeats, so the last replace of every writer names the true highest.
-        """
-        link = parent / f"{timeframe}_latest"
-        while True:
-            numbers = self._numbers(parent, timeframe)
-            if not numbers:
-                with contextlib.suppress(FileNotFoundError):
-                    link.unlink()
-                _fsync_dir(parent)
-                return
-            top = max(numbers)
-            temp = parent / f".{timeframe}_latest.{os.getpid()}.{uuid.uuid4().hex}"
-            os.symlink(f"{timeframe}_v{top}", temp)  # relative: the store can be moved
-            os.replace(temp, link)
-            _fsync_dir(parent)
-            if max(self._numbers(parent, timeframe), default=0) == top:
-                return
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -405,13 +355,8 @@ class ModelStore:
         match = re.match(r"^(.+)_v\d+$", folder.name)
         if not match or not (folder / "model.pt").exists():
             raise PipelineError(f"{path} is not a saved model version")
-        unique = f"deleted-{folder.parent.name}-{folder.name}-{uuid.uuid4().hex}"
-        trash = self.root / STAGING / unique
-        trash.mkdir(parents=True)
-        os.rename(folder, trash / "version")
-        _fsync_dir(folder.parent)
-        self._update_latest(folder.parent, match.group(1))
-        shutil.rmtree(trash, ignore_errors=True)
+        if not take_out(folder, f"deleted-{folder.parent.name}-{folder.name}-{uuid.uuid4().hex}"):
+            raise FileNotFoundError(f"{path} was removed meanwhile")
 
 
 def predict(loaded: LoadedModel, X: np.ndarray) -> np.ndarray:
