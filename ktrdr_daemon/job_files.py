@@ -11,20 +11,15 @@ writer: one atomic replace for ``progress.json``, one append for the logs, names
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import json
 from pathlib import Path
 from typing import Any
 
 from ktrdr_daemon.atomic import atomic_write, read_json
-from ktrdr_daemon.layout import EVENTS, LOG, PROGRESS
+from ktrdr_daemon.layout import EVENTS, LOG, PROGRESS, utc_now
 from pipeline.events import STEPS
 
 SCHEMA = 1
-
-
-def utc_now() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def write_atomic(tmp_dir: Path, path: Path, data: bytes) -> None:
