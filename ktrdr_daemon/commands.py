@@ -67,14 +67,6 @@ def _unknown_job(spool: sp.Spool, job_id: str) -> str | None:
     return f"no job {job_id!r} in {spool.jobs}{hint}"
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        value = json.loads(path.read_bytes())
-    except (OSError, ValueError):
-        return None
-    return value if isinstance(value, dict) else None
-
-
 def _parse_time(text: str) -> float | None:
     try:
         return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
@@ -115,7 +107,7 @@ def job_rows(spool: sp.Spool, state: str | None = None) -> list[dict[str, Any]]:
         info = sp.info_from_names(spool, entry.name, folder, names - {sp.JOB})
         if state is not None and info.state != state:
             continue
-        progress = _read_json(folder / "progress.json") or {}
+        progress = sp.read_json(folder / "progress.json") or {}
         try:
             submitted = os.stat(folder / (sp.JOB if sp.JOB in names else sp.SUBMITTED)).st_mtime
         except OSError:
@@ -225,7 +217,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     data: dict[str, Any] = {
         "id": args.job_id, "state": info.state, "attempt": info.attempt, "daemon": info.daemon,
         "cancel_requested": info.cancel_requested, "folder": str(folder), "job": job,
-        "progress": _read_json(folder / "progress.json"),
+        "progress": sp.read_json(folder / "progress.json"),
         "result": sp.read_result(spool, args.job_id),
         "log_tail": log_tail(folder / "log.txt"),
     }
@@ -360,7 +352,7 @@ def cmd_retry(args: argparse.Namespace) -> int:
         folder = spool.job_dir(job_id)
         # progress.json mirrors the state for readers: say queued unless a daemon took it
         # already (then its worker writes "running" itself).
-        if (_read_json(folder / "progress.json") or {}).get("state") in sp.TERMINAL:
+        if (sp.read_json(folder / "progress.json") or {}).get("state") in sp.TERMINAL:
             mirror_state(folder, spool.tmp, "queued", attempt=attempt, error=None,
                          model_path=None, message=f"retried: queued again as attempt {attempt}")
         append_log(folder, f"[retry] queued again as attempt {attempt}")

@@ -18,7 +18,6 @@ files and folders, by the store's own rules (see :func:`withdraw`).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -28,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ktrdr_daemon import spool as sp
+from ktrdr_daemon.atomic import read_json
 from pipeline.versions import take_out
 
 log = logging.getLogger("ktrdr_daemon")
@@ -145,8 +145,5 @@ def _number(path: Path) -> int:
 
 
 def _json(path: Path) -> dict[str, Any]:
-    try:
-        value = json.loads(path.read_bytes())
-    except (OSError, ValueError):
-        return {}
-    return value if isinstance(value, dict) else {}
+    """A version's JSON document (metrics.json holds the whole history: a generous bound)."""
+    return read_json(path, 1 << 24) or {}
