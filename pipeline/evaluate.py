@@ -16,9 +16,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pipeline.events import OnEvent
+from pipeline.labels import LABEL_NAMES
 from pipeline.sequence import Windows
 
-CLASS_NAMES: tuple[str, ...] = ("BUY", "HOLD", "SELL")
 _CHUNK = 65536  # rows per forward pass: bounded memory on any split size
 
 
@@ -36,7 +36,7 @@ def _ratio(num: float, den: float) -> float:
 
 
 def evaluate_model(model: nn.Module, X: Any, y: Any, *, device: torch.device,
-                   class_names: Sequence[str] = CLASS_NAMES) -> dict[str, Any]:
+                   class_names: Sequence[str] = LABEL_NAMES) -> dict[str, Any]:
     """Accuracy, unweighted cross-entropy, support-weighted precision/recall/F1, the confusion
     matrix (rows true, columns predicted) and per-class details, one per name in
     ``class_names`` (the label source's classes). An empty split gives zeros."""
