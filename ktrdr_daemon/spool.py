@@ -44,9 +44,6 @@ from pathlib import Path
 from typing import Any
 
 from ktrdr_daemon.atomic import (
-    _write_temp as _write_temp,
-)
-from ktrdr_daemon.atomic import (
     atomic_write,
     drop_exclusive,
     fsync_dir,
@@ -63,12 +60,6 @@ from ktrdr_daemon.identity import (
 )
 from ktrdr_daemon.identity import (
     LivenessJudge as LivenessJudge,
-)
-from ktrdr_daemon.identity import (
-    pid_is_alive as pid_is_alive,
-)
-from ktrdr_daemon.identity import (
-    process_start_time as process_start_time,
 )
 from ktrdr_daemon.job_index import (
     JobFolder as JobFolder,
