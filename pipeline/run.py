@@ -27,13 +27,12 @@ from pipeline.events import STEPS, OnEvent, ignore_event
 from pipeline.heads import evaluate, get_head
 from pipeline.job import Job
 from pipeline.ktrdr_files import version_documents
-from pipeline.ktrdr_form import sequence_length
+from pipeline.ktrdr_form import form_for_type, sequence_length
 from pipeline.labels import get_source, pair_with_rows
 from pipeline.market_data import load_prices
-from pipeline.model import build_mlp
 from pipeline.regression_metrics import label_stats
 from pipeline.report import REPORT_FILE, report_data_from_version, write_report
-from pipeline.sequence import SEQUENCE_TYPES, Windows, build_recurrent, window_targets
+from pipeline.sequence import SEQUENCE_TYPES, Windows, window_targets
 from pipeline.stop import StopSource, raise_if_stopped
 from pipeline.store import ModelStore
 from pipeline.trainer import TrainingConfig, seed_everything, train_model
@@ -285,12 +284,10 @@ def run_training(
 
 
 def _build_model(arch: dict[str, Any], inputs: int, outputs: int) -> torch.nn.Module:
-    """Step 7's network: an MLP, or an LSTM/GRU over windows of ``sequence_length`` rows."""
-    if arch["type"] in SEQUENCE_TYPES:
-        return build_recurrent(arch["type"], inputs, arch["hidden_size"], arch["num_layers"],
-                               arch["dropout"], arch["sequence_length"], outputs)
-    return build_mlp(inputs, arch["hidden_layers"], arch["dropout"], arch["activation"],
-                     outputs)
+    """Step 7's network, built by its model type's one builder (the one the store loads with):
+    an MLP, or an LSTM/GRU over windows of ``sequence_length`` rows."""
+    return form_for_type(arch["type"]).build({**arch, "input_size": inputs,
+                                              "num_classes": outputs})
 
 
 def _describe(arch: dict[str, Any], inputs: int, outputs: int) -> str:
