@@ -118,6 +118,26 @@ def throughput(shape: tuple, repeats: int) -> tuple[float, float, float, float]:
             statistics.median(rates["minimal"]), statistics.median(rates["trainer"]))
 
 
+def kernel_step(shape: tuple, onednn: bool, steps: int = 60) -> float:
+    """Median seconds of one training step (forward, loss, backward, Adam) of the bare LSTM,
+    with torch's oneDNN kernels (what both sides run) or its native ATen ones: is there a
+    faster CPU kernel to move to? (The answer sets what a whole run can gain.)"""
+    features, hidden, layers, dropout = shape
+    seed_everything(0)
+    model = build_recurrent("lstm", features, hidden, layers, dropout, LENGTH)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    x, y = torch.randn(BATCH, LENGTH, features), torch.randint(0, 3, (BATCH,))
+    times = []
+    with torch.backends.mkldnn.flags(enabled=onednn):
+        for _ in range(steps):
+            start = time.perf_counter()
+            optimizer.zero_grad(set_to_none=True)
+            nn.functional.cross_entropy(model(x), y).backward()
+            optimizer.step()
+            times.append(time.perf_counter() - start)
+    return statistics.median(times[steps // 6:])
+
+
 def whole_run(strategies: Path, row: str, repeats: int) -> tuple[float, dict]:
     """Best seconds of run_training (all twelve steps) and the test metrics."""
     best, test = float("inf"), {}
@@ -151,6 +171,13 @@ def main() -> None:
                     f"{ours:,.0f} vs {base:,.0f} samples/s = {ratio:.2f}x (medians "
                     f"{ours_med / base_med:.2f}x) | >= {GOAL_LOOP}x | "
                     f"{'yes' if ratio >= GOAL_LOOP else 'NO'} | {_load()} |")
+        print(rows[-1], flush=True)
+    for label, shape in SHAPES.items():
+        onednn, native = kernel_step(shape, True), kernel_step(shape, False)
+        rows.append(f"| LSTM {label}, batch {BATCH}, one training step: native ATen kernels vs "
+                    f"oneDNN (the default both sides run) | {native * 1e3:.2f} vs "
+                    f"{onednn * 1e3:.2f} ms = {onednn / native:.2f}x | (a faster kernel?) | "
+                    f"{'yes' if native < onednn else 'no'} | {_load()} |")
         print(rows[-1], flush=True)
     for name in RUNS if strategies is not None else ():
         seconds, test = whole_run(strategies, name, 1 if args.quick else 3)
