@@ -8,8 +8,8 @@ the tour that is tested: write ``my_rsi.yaml``, ``train`` it, start ``run`` in t
 The mistakes (issue 18): a misspelt key trains nothing (``train``) and queues nothing
 (``submit``) and says which key was meant; ``--strict`` turns a warning into an error; a file with
 four mistakes reports all four at once; a misspelt indicator type is exactly one error. ``submit``
-checks several files in one process, which keeps this cheap. Other walk-through files cover ls, steering, models and
-the report.
+checks several files in one process, which keeps this cheap. Other walk-through files cover
+ls, steering, models and the report.
 """
 
 from __future__ import annotations
