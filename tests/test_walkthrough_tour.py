@@ -168,3 +168,28 @@ def test_mistakes_are_caught_before_training(tmp_path: Path) -> None:
     assert not models.exists() or not any(models.iterdir())
     assert not any((tmp_path / "spool" / "incoming").iterdir())
     assert "Traceback" not in said.text
+
+
+def _anchors(page: Path) -> set[str]:
+    """GitHub's heading anchors: lower case, punctuation dropped, spaces to dashes."""
+    heads = re.findall(r"^#+ (.+)$", page.read_text(), flags=re.M)
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in heads}
+
+
+def test_readme_and_docs_links_stay_inside_the_clone() -> None:
+    """Every relative link of README.md and docs/ names a file of the clone (and a heading of it,
+    when it has an anchor): nothing points at ../shared/ or another folder a clone lacks."""
+    broken = []
+    for page in [README, *sorted((ROOT / "docs").glob("*.md"))]:
+        text = re.sub(r"```.*?```", "", page.read_text(), flags=re.S)
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if target.startswith(("http://", "https://", "mailto:")):
+                continue
+            name, _, anchor = target.partition("#")
+            dest = (page.parent / name).resolve() if name else page
+            if ROOT not in dest.parents or not dest.exists():
+                broken.append(f"{page.name}: {target}")
+            elif anchor and dest.suffix == ".md" and anchor not in _anchors(dest):
+                broken.append(f"{page.name}: {target} (no such heading)")
+    assert not broken, broken
+    assert "shared/spec" not in README.read_text()
