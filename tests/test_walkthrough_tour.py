@@ -103,6 +103,9 @@ def test_readme_tour(tmp_path: Path) -> None:
     assert stopped.rc == 0, stopped.text
     assert "SIGINT" in stopped.err
     assert "Traceback" not in stopped.text
+    # Its workers fork from a preloaded server: under `python -m` none may warn that the main
+    # module was imported twice (a RuntimeWarning per job in a service's log).
+    assert "RuntimeWarning" not in stopped.text
 
 
 def test_mistakes_are_caught_before_training(tmp_path: Path) -> None:
