@@ -2,8 +2,9 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# On a CPU machine this takes the 2.13.0 CPU wheel. Mac (MPS) or CUDA users: install your own
-# torch into $(VENV) first (or pass TORCH="torch==X --index-url ..."); an existing torch is kept.
+# torch==2.13.0 from the configured index (here, the CPU wheel; PyPI's Linux default is the CUDA
+# build: pass TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu" for CPU).
+# Mac (MPS) or CUDA users: install your own torch into $(VENV) first; an existing torch is kept.
 TORCH ?= torch==2.13.0
 JOB ?= config/jobs/demo.yaml
 
