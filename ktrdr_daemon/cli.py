@@ -9,11 +9,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ktrdr_daemon import commands, completion, model_commands, service
+from ktrdr_daemon.cli_support import EXIT_CANCELLED, EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from ktrdr_daemon.completion import VersionAction
 from ktrdr_daemon.settings import Settings, SettingsError, load_settings
 from pipeline.errors import PipelineError
-
-EXIT_OK, EXIT_FAILED, EXIT_CANCELLED, EXIT_USAGE = 0, 1, 2, 64
 
 
 def _settings(args: argparse.Namespace) -> Settings:
