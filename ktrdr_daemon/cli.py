@@ -23,12 +23,12 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Run one job or strategy file now, in the foreground, through the daemon's own code path."""
+    settings = _settings(args)  # before the heavy imports: a bad setting is said at once
     from ktrdr_daemon.console import TerminalReporter
     from pipeline.job import load_job
     from pipeline.run import run_training
     from pipeline.stop import StopToken
 
-    settings = _settings(args)
     job = load_job(Path(args.file), strategies_root=settings.strategies, strict=settings.strict)
     reporter = TerminalReporter()
     stop = StopToken()
@@ -94,13 +94,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     On a terminal (or with ``--show``) every job it starts is drawn live, as ``tail`` does.
     """
+    settings = _settings(args)  # before the heavy imports: a bad setting is said at once
     import logging
     import threading
 
     from ktrdr_daemon import spool as sp
     from ktrdr_daemon.daemon import Daemon
 
-    settings = _settings(args)
     show = sys.stdout.isatty() if args.show is None else args.show
     followers: list[threading.Thread] = []
     on_job_start = None
