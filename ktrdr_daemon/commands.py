@@ -69,7 +69,8 @@ CANCELLABLE, RETRYABLE = ("queued", "running"), ("failed", "cancelled")
 def select_jobs(args: argparse.Namespace, spool: sp.Spool,
                 applies_to: tuple[str, ...]) -> list[str] | str:
     """The job ids a bulk command acts on: its IDs, or every job in ``--state`` (or, with
-    ``--all``, in any state it ``applies_to``), oldest first; a usage problem as a string."""
+    ``--all``, in any state it ``applies_to``), oldest first;
+    else the problem (a usage error, or no jobs folder) as a string."""
     states = args.state or (list(applies_to) if args.all else [])
     if args.job_ids and states:
         return "give job IDs, or --state/--all, not both"
@@ -77,12 +78,18 @@ def select_jobs(args: argparse.Namespace, spool: sp.Spool,
         return f"give job IDs, --state {'|'.join(applies_to)} or --all"
     if args.job_ids:
         return list(args.job_ids)
+    if not spool.jobs.is_dir():
+        return f"{spool.jobs} does not exist (wrong --spool?)"
     jobs = [j for state in dict.fromkeys(states) for j in sp.list_jobs(spool, state)]
     jobs.sort(key=lambda j: (j.submitted_at, j.id))
     return [j.id for j in jobs]
 
 
 def _usage(args: argparse.Namespace, problem: str) -> int:
+    """A selection problem: a usage error, or (no jobs folder) a wrong spool."""
+    if problem.endswith("(wrong --spool?)"):
+        err(problem)
+        return EXIT_FAILED
     err(f"{args.command}: {problem}")
     return EXIT_USAGE
 

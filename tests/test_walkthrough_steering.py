@@ -92,6 +92,8 @@ def test_cancel_and_retry_by_state_or_all(user: User) -> None:
     assert bare.rc == 64 and "give job IDs, --state queued|running or --all" in bare.err
     both = user.run("retry", "f1", "--all")
     assert both.rc == 64 and "not both" in both.err
+    nowhere = user.run("cancel", "--all", "--spool", "nowhere")  # not "no jobs": a typo
+    assert nowhere.rc == 1 and "nowhere/jobs does not exist (wrong --spool?)" in nowhere.err
     wrong = user.run("retry", "--state", "queued")  # argparse: not a state retry acts on
     assert wrong.rc == 2 and "invalid choice" in wrong.err
 
