@@ -108,10 +108,10 @@ def cmd_wait(args: argparse.Namespace) -> int:
 
     ended: dict[str, str] = {}
     left = [j for j in wanted if not os.path.lexists(spool.job_dir(j) / sp.RESULT)]
-    if left:  # on stderr: stdout stays the ends alone, for scripts
-        print(f"waiting for {len(left)} job{'s' if len(left) != 1 else ''} to end "
-              "(Ctrl-C stops waiting; the jobs go on)", file=sys.stderr, flush=True)
     try:
+        if left:  # on stderr: stdout stays the ends alone, for scripts
+            print(f"waiting for {len(left)} job{'s' if len(left) != 1 else ''} to end "
+                  "(Ctrl-C stops waiting; the jobs go on)", file=sys.stderr, flush=True)
         ended = wait_for(spool, wanted, say)
     except KeyboardInterrupt:
         left = [j for j in wanted if not os.path.lexists(spool.job_dir(j) / sp.RESULT)]
