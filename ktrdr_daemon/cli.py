@@ -8,11 +8,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ktrdr_daemon import commands, model_commands, service
-from ktrdr_daemon.settings import Settings, load_settings
+from ktrdr_daemon import commands, completion, model_commands, service
+from ktrdr_daemon.cli_support import EXIT_CANCELLED, EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from ktrdr_daemon.completion import VersionAction
+from ktrdr_daemon.settings import Settings, SettingsError, load_settings
 from pipeline.errors import PipelineError
-
-EXIT_OK, EXIT_FAILED, EXIT_CANCELLED, EXIT_USAGE = 0, 1, 2, 64
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -23,12 +23,12 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Run one job or strategy file now, in the foreground, through the daemon's own code path."""
+    settings = _settings(args)  # before the heavy imports: a bad setting is said at once
     from ktrdr_daemon.console import TerminalReporter
     from pipeline.job import load_job
     from pipeline.run import run_training
     from pipeline.stop import StopToken
 
-    settings = _settings(args)
     job = load_job(Path(args.file), strategies_root=settings.strategies, strict=settings.strict)
     reporter = TerminalReporter()
     stop = StopToken()
@@ -94,13 +94,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     On a terminal (or with ``--show``) every job it starts is drawn live, as ``tail`` does.
     """
+    settings = _settings(args)  # before the heavy imports: a bad setting is said at once
     import logging
     import threading
 
     from ktrdr_daemon import spool as sp
     from ktrdr_daemon.daemon import Daemon
 
-    settings = _settings(args)
     show = sys.stdout.isatty() if args.show is None else args.show
     followers: list[threading.Thread] = []
     on_job_start = None
@@ -139,7 +139,11 @@ def _slurm_options(args: argparse.Namespace, settings: Settings) -> object | Non
     try:
         parse_time(args.time)
     except ValueError as exc:
-        raise SystemExit(f"--time: {exc}") from None
+        raise SettingsError(f"--time: {exc}") from None
+    for flag, value, low in (("--max-jobs", args.max_jobs, 1), ("--gpus-per-job",
+                             args.gpus_per_job, 0), ("--max-requeues", args.max_requeues, 0)):
+        if value is not None and value < low:
+            raise SettingsError(f"{flag}: {value} is not allowed; it must be an integer >= {low}")
     if args.max_jobs:
         settings.slots = args.max_jobs
     return SlurmOptions(partition=args.partition, gpus_per_job=args.gpus_per_job,
@@ -147,21 +151,39 @@ def _slurm_options(args: argparse.Namespace, settings: Settings) -> object | Non
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    """Validate each file, then publish it atomically into incoming/; print the job ids."""
+    """Validate each file (rewritten by --set, --priority, --seeds, --group when given), then
+    publish it atomically into incoming/; print the job ids."""
+    from ktrdr_daemon import drop_edits as de
     from ktrdr_daemon import spool as sp
     from ktrdr_daemon.validate import validate_job
 
     settings = _settings(args)
+    try:
+        edits = de.Edits(sets=[de.parse_set(text) for text in args.set or []],
+                         priority=args.priority,
+                         seeds=de.parse_seeds(args.seeds) if args.seeds else [],
+                         group=de.check_group(args.group) if args.group else None)
+    except de.EditError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     spool = sp.Spool(settings.spool)
     spool.ensure_layout()
     status = EXIT_OK
     for name in args.files:
         path = Path(name)
+        mine = edits
+        if edits.seeds and edits.group is None:  # each file its own group
+            mine = de.Edits(edits.sets, edits.priority, edits.seeds, de.default_group(path))
         try:
-            data = path.read_bytes()
-            body, _priority, execution = sp.parse_drop(data, path.name)
-            validate_job(body, path.name, settings)
-        except (OSError, ValueError, PipelineError) as exc:
+            drops = de.drops_for(path, path.read_bytes(), mine, settings.strategies)
+            for drop_name, data in drops:
+                body, _priority, execution = sp.parse_drop(data, drop_name)
+                validate_job(body, drop_name, settings)
+        except OSError as exc:
+            print(f"error: {name}: cannot read the file: {exc.strerror}", file=sys.stderr)
+            status = EXIT_FAILED
+            continue
+        except (ValueError, PipelineError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             status = EXIT_FAILED
             continue
@@ -171,7 +193,11 @@ def cmd_submit(args: argparse.Namespace) -> int:
                   file=sys.stderr)
             status = EXIT_FAILED
             continue
-        print(sp.submit_drop(spool, data, path.name))
+        for drop_name, data in drops:
+            print(sp.submit_drop(spool, data, drop_name), flush=True)
+        if mine.seeds:
+            print(f"group {mine.group}: {len(drops)} jobs, seeds {args.seeds} "
+                  f"(ktrdr-daemon ls --group {mine.group})", file=sys.stderr)
     return status
 
 
@@ -195,12 +221,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ktrdr-daemon",
         description="Train KTRDR neuro-fuzzy strategies from a spool folder.")
+    parser.add_argument("--version", action=VersionAction, help="print the version and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("run", help="the daemon, in the foreground")
     p.add_argument("--device", help="auto | cpu | cuda | mps (KTRDR_DEVICE)")
-    p.add_argument("--slots", type=int, help="jobs run at once (default 1)")
-    p.add_argument("--threads", type=int, help="torch CPU threads per job (default 1)")
+    # Settings flags stay text: load_settings checks them as it checks KTRDR_* and the config.
+    p.add_argument("--slots", help="jobs run at once, >= 1 (KTRDR_SLOTS; default 1)")
+    p.add_argument("--threads", help="torch CPU threads per job, >= 1 (KTRDR_THREADS; "
+                   "default 1)")
     p.add_argument("--daemon-id", dest="daemon_id", help="default <host>-<device>")
     p.add_argument("--observer", choices=("auto", "inotify", "polling"),
                    help="filesystem events: polling for NFS/SMB (default auto)")
@@ -219,15 +248,30 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("submit", help="validate job files and drop them into the spool")
+    p = sub.add_parser(
+        "submit", help="validate job files and drop them into the spool",
+        description="Validate each job or strategy file, then drop it into the spool's "
+        "incoming/ folder; prints each job id. --set, --priority, --seeds and --group rewrite "
+        "the drop (your file is never modified); a bare strategy file is wrapped into a job.")
     p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="set a key, repeatable: a job key (seed=7, start=2017-05-01, "
+                   "execution.max_attempts=5) or a strategy key into the job's overrides "
+                   "(training.epochs=5); VALUE is YAML, so 5 is a number")
+    p.add_argument("--priority", type=int, metavar="N",
+                   help="higher runs first (default: the file's, else 0)")
+    p.add_argument("--seeds", metavar="LIST",
+                   help="one job per seed, e.g. 1-10, 1,3,5 or 1-3,7; they share a group")
+    p.add_argument("--group", metavar="NAME",
+                   help="tag the jobs with this group (default with --seeds: "
+                   "<file stem>-<6 hex>); `ls --group NAME` lists them")
     _common(p)
     p.set_defaults(func=cmd_submit)
 
     p = sub.add_parser("train", help="run one job or strategy file now, in the foreground")
     p.add_argument("file", help="a job YAML or a KTRDR v3 strategy YAML")
     p.add_argument("--device", help="auto | cpu | cuda | mps (KTRDR_DEVICE)")
-    p.add_argument("--threads", type=int, help="torch CPU threads (KTRDR_THREADS; default 1)")
+    p.add_argument("--threads", help="torch CPU threads, >= 1 (KTRDR_THREADS; default 1)")
     p.add_argument("--strict", action="store_true", default=None,
                    help="turn every warning about the strategy into an error")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -245,13 +289,19 @@ def build_parser() -> argparse.ArgumentParser:
     model_commands.add_commands(sub, _common)
     service.add_commands(sub)
     commands.add_commands(sub, _common)
+    completion.add_commands(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    completion.autocomplete(parser)  # answers the shell's completion request, else returns
+    args = parser.parse_args(argv)
     try:
         return args.func(args)
+    except SettingsError as exc:  # a flag, KTRDR_* variable or config value: one line
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED

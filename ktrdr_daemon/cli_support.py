@@ -13,6 +13,8 @@ from ktrdr_daemon import spool as sp
 from ktrdr_daemon.settings import Settings, load_settings
 
 EXIT_OK, EXIT_FAILED, EXIT_CANCELLED = 0, 1, 2
+EXIT_USAGE = 64  # sysexits' EX_USAGE: the command line (or a setting) is wrong
+EXIT_INTERRUPTED = 130  # the shell's code for Ctrl-C (128 + SIGINT)
 STATES = ("queued", "running", "completed", "failed", "cancelled")
 _SETTING_FLAGS = ("spool", "models", "data", "strategies", "device", "observer")
 

@@ -13,13 +13,16 @@ import json
 import re
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
 from ktrdr_daemon import spool as sp
 from ktrdr_daemon.cli_support import (
     EXIT_FAILED,
+    EXIT_INTERRUPTED,
     EXIT_OK,
+    EXIT_USAGE,
     age,
     err,
     parse_time,
@@ -33,7 +36,7 @@ from ktrdr_daemon.settings import Settings
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
-    """Follow a job until it ends; exit 0 completed, 1 failed, 2 cancelled."""
+    """Follow a job until it ends; exit 0 completed, 1 failed, 2 cancelled, 130 on Ctrl-C."""
     from ktrdr_daemon import tailing
 
     spool = spool_from(args)
@@ -51,7 +54,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
                                    show_log=not args.no_log)
     except KeyboardInterrupt:
         print("stopped following; the job goes on", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except LookupError as exc:
         err(str(exc))
         return EXIT_FAILED
@@ -60,22 +63,57 @@ def cmd_tail(args: argparse.Namespace) -> int:
 
 # --- cancel, retry ----------------------------------------------------------------------------
 
+CANCELLABLE, RETRYABLE = ("queued", "running"), ("failed", "cancelled")
+
+
+def select_jobs(args: argparse.Namespace, spool: sp.Spool,
+                applies_to: tuple[str, ...]) -> list[str] | str:
+    """The job ids a bulk command acts on: its IDs, or every job in ``--state`` (or, with
+    ``--all``, in any state it ``applies_to``), oldest first;
+    else the problem (a usage error, or no jobs folder) as a string."""
+    states = args.state or (list(applies_to) if args.all else [])
+    if args.job_ids and states:
+        return "give job IDs, or --state/--all, not both"
+    if not args.job_ids and not states:
+        return f"give job IDs, --state {'|'.join(applies_to)} or --all"
+    if args.job_ids:
+        return list(args.job_ids)
+    if not spool.jobs.is_dir():
+        return f"{spool.jobs} does not exist (wrong --spool?)"
+    jobs = [j for state in dict.fromkeys(states) for j in sp.list_jobs(spool, state)]
+    jobs.sort(key=lambda j: (j.submitted_at, j.id))
+    return [j.id for j in jobs]
+
+
+def _usage(args: argparse.Namespace, problem: str) -> int:
+    """A selection problem: a usage error, or (no jobs folder) a wrong spool."""
+    if problem.endswith("(wrong --spool?)"):
+        err(problem)
+        return EXIT_FAILED
+    err(f"{args.command}: {problem}")
+    return EXIT_USAGE
+
 
 def cmd_cancel(args: argparse.Namespace) -> int:
     """Cancel: a queued job ends cancelled now; a running one stops at its next batch."""
     from ktrdr_daemon.job_files import mirror_result
 
     spool = spool_from(args)
-    status = EXIT_OK
-    for job_id in args.job_ids:
+    selected = select_jobs(args, spool, CANCELLABLE)
+    if isinstance(selected, str):
+        return _usage(args, selected)
+    status, counts = EXIT_OK, Counter[str]()
+    for job_id in selected:
         if (problem := unknown_job(spool, job_id)) is not None:
             err(problem)
-            status = EXIT_FAILED
+            status, counts["unknown"] = EXIT_FAILED, counts["unknown"] + 1
             continue
         info = sp.job_info(spool, job_id)
         if info.state in sp.TERMINAL:
             err(f"{job_id}: already {info.state}; nothing to cancel")
-            status = EXIT_FAILED
+            counts[f"already {info.state}"] += 1
+            if args.job_ids:  # a job picked by --state that ended meanwhile is no mistake
+                status = EXIT_FAILED
             continue
         sp.request_cancel(spool, job_id)
         # Nobody runs a queued job: end it here so it shows cancelled at once. Exclusive
@@ -84,11 +122,16 @@ def cmd_cancel(args: argparse.Namespace) -> int:
             result = sp.read_result(spool, job_id) or {"state": "cancelled"}
             mirror_result(spool.job_dir(job_id), spool.tmp, result)
             print(f"{job_id}: cancelled (it was queued; it will not start)")
+            counts["cancelled"] += 1
         elif sp.job_state(spool, job_id) == "running":
             print(f"{job_id}: cancel requested; {info.daemon or 'its daemon'} stops it at the "
                   "next batch and publishes nothing")
+            counts["cancel requested (running)"] += 1
         else:
-            print(f"{job_id}: {sp.job_state(spool, job_id)}")
+            state = sp.job_state(spool, job_id)
+            print(f"{job_id}: {state}")
+            counts[state] += 1
+    _summary(args, selected, counts, "queued or running")
     return status
 
 
@@ -97,17 +140,22 @@ def cmd_retry(args: argparse.Namespace) -> int:
     from ktrdr_daemon.job_files import append_log, mirror_state
 
     spool = spool_from(args)
-    status = EXIT_OK
-    for job_id in args.job_ids:
+    selected = select_jobs(args, spool, RETRYABLE)
+    if isinstance(selected, str):
+        return _usage(args, selected)
+    status, counts = EXIT_OK, Counter[str]()
+    for job_id in selected:
         if (problem := unknown_job(spool, job_id)) is not None:
             err(problem)
-            status = EXIT_FAILED
+            status, counts["unknown"] = EXIT_FAILED, counts["unknown"] + 1
             continue
         try:
             attempt = sp.retry_job(spool, job_id)
         except ValueError as exc:
             err(str(exc))
-            status = EXIT_FAILED
+            counts["not retried"] += 1
+            if args.job_ids:
+                status = EXIT_FAILED
             continue
         folder = spool.job_dir(job_id)
         # progress.json mirrors the state for readers: say queued unless a daemon took it
@@ -117,7 +165,22 @@ def cmd_retry(args: argparse.Namespace) -> int:
                          model_path=None, message=f"retried: queued again as attempt {attempt}")
         append_log(folder, f"[retry] queued again as attempt {attempt}")
         print(f"{job_id}: queued again as attempt {attempt}")
+        counts["requeued"] += 1
+    _summary(args, selected, counts, "failed or cancelled")
     return status
+
+
+def _summary(args: argparse.Namespace, selected: list[str], counts: Counter[str],
+             states: str) -> None:
+    """One closing line when more than one job was asked for (or a --state/--all matched)."""
+    if args.job_ids and len(selected) < 2:
+        return
+    if not selected:
+        which = "/".join(args.state) if args.state else states
+        print(f"no {which} jobs; nothing to {args.command}")
+        return
+    parts = ", ".join(f"{n} {what}" for what, n in counts.items())
+    print(f"{len(selected)} job{'s' if len(selected) != 1 else ''}: {parts}")
 
 
 # --- daemons ----------------------------------------------------------------------------------
@@ -236,14 +299,16 @@ def cmd_clean(args: argparse.Namespace) -> int:
 def add_commands(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> None:
     """Register the reading and steering commands on ``sub`` (argparse subparsers); ``common``
     adds the --spool/--models/--data/--strategies flags."""
-    from ktrdr_daemon import doctor, listing
+    from ktrdr_daemon import doctor, listing, waiting
 
     listing.add_commands(sub, common)
     p = sub.add_parser(
-        "tail", help="follow a job live until it ends (exit 0 completed, 1 failed, 2 cancelled)",
+        "tail", help="follow a job live until it ends (exit 0 completed, 1 failed, "
+        "2 cancelled, 130 Ctrl-C)",
         description="A live progress bar (epoch, losses, ETA, val_loss trend) and the log "
         "lines as they appear, read from the job's files; waits while the job is queued. "
-        "Exit status 0 completed, 1 failed (or unknown job), 2 cancelled.")
+        "Exit status 0 completed, 1 failed (or unknown job), 2 cancelled, 130 when you stop "
+        "it with Ctrl-C (the shell's code for an interrupt; the job goes on).")
     p.add_argument("job_id", metavar="ID")
     p.add_argument("--json", action="store_true",
                    help="stream progress.json snapshots, one JSON object a line")
@@ -251,15 +316,27 @@ def add_commands(sub: Any, common: Callable[[argparse.ArgumentParser], None]) ->
     common(p)
     p.set_defaults(func=cmd_tail)
 
-    p = sub.add_parser("cancel", help="cancel jobs (queued: at once; running: next batch)")
-    p.add_argument("job_ids", nargs="+", metavar="ID")
-    common(p)
-    p.set_defaults(func=cmd_cancel)
+    waiting.add_command(sub, common)
 
-    p = sub.add_parser("retry", help="requeue failed or cancelled jobs as a new attempt")
-    p.add_argument("job_ids", nargs="+", metavar="ID")
-    common(p)
-    p.set_defaults(func=cmd_retry)
+    for name, states, func, text in (
+            ("cancel", CANCELLABLE, cmd_cancel,
+             "cancel jobs (queued: at once; running: at the next batch)"),
+            ("retry", RETRYABLE, cmd_retry,
+             "requeue failed or cancelled jobs as a new attempt")):
+        p = sub.add_parser(name, help=text, description=f"{text[0].upper()}{text[1:]}: the "
+                           f"jobs named, every job in the --state given ({', '.join(states)}), "
+                           f"or all {' and '.join(states)} jobs with --all; one line per job, "
+                           f"then a summary when there are several. Exit 0, 1 if a named "
+                           f"job is unknown or cannot be "
+                           f"{'cancelled' if name == 'cancel' else 'retried'}, 64 for a "
+                           "usage error.")
+        p.add_argument("job_ids", nargs="*", metavar="ID")
+        p.add_argument("--state", action="append", choices=states,
+                       help=f"every job in this state (repeatable): {', '.join(states)}")
+        p.add_argument("--all", action="store_true",
+                       help=f"every {' or '.join(states)} job")
+        common(p)
+        p.set_defaults(func=func)
 
     p = sub.add_parser("daemons", help="live and stale daemons: device, slots, jobs, heartbeat",
                        description=DAEMONS_HELP,

@@ -58,18 +58,66 @@ class Settings:
 _PATHS = {"spool", "models", "data", "strategies"}
 
 
-def _coerce(name: str, value: Any) -> Any:
+class SettingsError(SystemExit):
+    """A setting that cannot be used, said in one line: the setting, where its value came from
+    (a flag, a ``KTRDR_*`` variable or the config file) and what is allowed.
+
+    A :class:`SystemExit`, so a caller that does not catch it still ends with the message and
+    no traceback; the CLI catches it to print ``error: ...`` and exit 64 (a usage error).
+    """
+
+
+# What each checked setting allows: (kind, lowest, lowest allowed itself, what to say).
+_RULES: dict[str, tuple[type, float, bool, str]] = {
+    "slots": (int, 1, True, "an integer >= 1 (jobs run at once)"),
+    "threads": (int, 1, True, "an integer >= 1 (torch CPU threads per job)"),
+    "heartbeat_seconds": (float, 0, False, "a number of seconds > 0"),
+    "expire_seconds": (float, 0, False, "a number of seconds > 0"),
+    "fence_seconds": (float, 0, False, "a number of seconds > 0"),
+    "rescan_seconds": (float, 0, False, "a number of seconds > 0"),
+    "cancel_grace_seconds": (float, 0, False, "a number of seconds > 0"),
+    "checkpoint_seconds": (float, 0, True, "a number of seconds >= 0 (0: every batch)"),
+}
+_CHOICES = {"observer": ("auto", "inotify", "polling")}
+_BOOLS = {"1": True, "true": True, "yes": True, "on": True,
+          "0": False, "false": False, "no": False, "off": False}
+
+
+def _where(name: str, origin: str, config: Path) -> str:
+    return {"flag": f"--{name.replace('_', '-')}", "env": f"KTRDR_{name.upper()}",
+            "config": f"{config}"}[origin]
+
+
+def _coerce(name: str, value: Any, where: str = "") -> Any:
+    """``value`` as the setting's type, checked against what the setting allows."""
     kind = {f.name: f.type for f in fields(Settings)}[name]
     if value is None:
         return None
     if name in _PATHS:
         return Path(os.path.expanduser(str(value)))
-    if "int" in str(kind):
-        return int(value)
-    if "float" in str(kind):
-        return float(value)
+    source = f" (from {where})" if where else ""
+    if name in _RULES:
+        want, low, inclusive, allowed = _RULES[name]
+        bad = SettingsError(f"{name}: {value!r}{source} is not allowed; {name} must be {allowed}")
+        if isinstance(value, bool) or (want is int and isinstance(value, float)):
+            raise bad
+        try:
+            number = want(str(value).strip()) if isinstance(value, str) else want(value)
+        except (TypeError, ValueError):
+            raise bad from None
+        if not (number >= low if inclusive else number > low) or number == float("inf"):
+            raise bad  # NaN fails both comparisons; an infinite interval never fires
+        return number
     if "bool" in str(kind):
-        return value if isinstance(value, bool) else str(value).lower() in {"1", "true", "yes"}
+        if isinstance(value, bool):
+            return value
+        if str(value).strip().lower() not in _BOOLS:
+            raise SettingsError(f"{name}: {value!r}{source} is not allowed; {name} must be "
+                                "true or false (also yes/no, 1/0, on/off)")
+        return _BOOLS[str(value).strip().lower()]
+    if name in _CHOICES and str(value) not in _CHOICES[name]:
+        raise SettingsError(f"{name}: {value!r}{source} is not allowed; {name} must be one of "
+                            f"{', '.join(_CHOICES[name])}")
     return str(value)
 
 
@@ -79,30 +127,41 @@ def load_settings(
     env: Mapping[str, str] | None = None,
     config_file: Path | None = None,
 ) -> Settings:
-    """Merge the three sources; a flag left at ``None`` falls through to the next one."""
+    """Merge the three sources; a flag left at ``None`` falls through to the next one.
+
+    Every value is checked where it is read, so a bad one is refused with its origin before
+    anything starts (``--slots 0`` would otherwise serve nothing, forever).
+    """
     env = os.environ if env is None else env
     path = config_file or Path(env.get("KTRDR_CONFIG", CONFIG_FILE))
     from_file: Mapping[str, Any] = {}
     if path.is_file():
-        loaded = yaml.safe_load(path.read_text()) or {}
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            problem = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise SettingsError(f"{path}: cannot be read as YAML: {problem}") from None
         if not isinstance(loaded, Mapping):
-            raise SystemExit(f"{path}: expected a mapping of settings, got {type(loaded).__name__}")
+            raise SettingsError(f"{path}: expected a mapping of settings, got "
+                                f"{type(loaded).__name__}")
         from_file = loaded
     values: dict[str, Any] = {}
     known = {f.name for f in fields(Settings)}
-    unknown = sorted(set(from_file) - known)
+    unknown = sorted(str(k) for k in set(from_file) - known)
     if unknown:
-        raise SystemExit(f"{path}: unknown settings {', '.join(unknown)}; "
-                         f"known: {', '.join(sorted(known))}")
+        raise SettingsError(f"{path}: unknown settings {', '.join(unknown)}; "
+                            f"known: {', '.join(sorted(known))}")
     for name in known:
         flag = (flags or {}).get(name)
         env_value = env.get(f"KTRDR_{name.upper()}")
-        for candidate in (flag, env_value, from_file.get(name)):
+        for origin, candidate in (("flag", flag), ("env", env_value),
+                                  ("config", from_file.get(name))):
             if candidate is not None:
-                values[name] = _coerce(name, candidate)
+                values[name] = _coerce(name, candidate, _where(name, origin, path))
                 break
     settings = Settings(**values)
-    if not settings.checkpoint_seconds >= 0:  # NaN too
-        raise SystemExit(f"checkpoint_seconds must be a number of seconds >= 0, got "
-                         f"{settings.checkpoint_seconds}")
+    if settings.fence_seconds >= settings.expire_seconds:
+        raise SettingsError(
+            f"fence_seconds ({settings.fence_seconds:g}) must be below expire_seconds "
+            f"({settings.expire_seconds:g}): an owner must stop before others may reclaim its job")
     return settings

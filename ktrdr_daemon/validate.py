@@ -27,4 +27,6 @@ def validate_job(body: dict[str, Any], source: str,
         "seed": job.seed,
         "strategy": strategy.raw,
     }
+    if "group" in job.normalized:  # a tag of related jobs (``ls --group``)
+        normalized["group"] = job.normalized["group"]
     return normalized, list(job.warnings)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +24,10 @@ from pipeline.schema.keys import near_miss
 from pipeline.strategy import Strategy, deep_merge, is_v3_strategy, load_strategy
 
 JOB_KEYS = ("strategy", "symbols", "timeframes", "start", "end", "seed", "priority",
-            "execution", "overrides")
+            "execution", "overrides", "group")
+# A group tags related jobs (``submit --seeds`` sets one; ``ls --group`` filters on it): a safe
+# name, so it can be printed, matched and used in a file name as it is.
+GROUP_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 MODES = {"auto": "auto", "local": "local", "gpu": "gpu", "host": "gpu"}
 EXECUTION_DEFAULTS: dict[str, Any] = {
     "mode": "auto", "require_gpu": False, "max_attempts": 3, "wait_for_gpu": 0,
@@ -96,7 +100,7 @@ def load_job(
                           overrides=overrides, base_dir=base_dir)
     normalized = {
         "strategy": strategy.raw, "priority": priority, "execution": execution,
-        **{k: job_part[k] for k in ("symbols", "timeframes", "start", "end", "seed")
+        **{k: job_part[k] for k in ("symbols", "timeframes", "start", "end", "seed", "group")
            if k in job_part},
     }
     return Job(strategy=strategy, priority=priority, execution=execution,
@@ -184,6 +188,9 @@ def _job_parts(
             errors.append(f"seed: expected an integer, got {data['seed']!r}")
         else:
             overrides = deep_merge(overrides, {"training": {"seed": data["seed"]}})
+    if "group" in data and not is_group_name(data["group"]):
+        errors.append(f"group: {data['group']!r} is not a group name; use 1 to 64 letters, "
+                      "digits, '_', '.' or '-', not starting with '.' or '-'")
     extra = data.get("overrides", {})
     if not isinstance(extra, Mapping):
         errors.append(f"overrides: expected a mapping merged into the strategy, got {extra!r}")
@@ -193,6 +200,10 @@ def _job_parts(
     if errors:
         raise StrategyError(errors, name)
     return strategy_data, overrides, data
+
+
+def is_group_name(value: Any) -> bool:
+    return isinstance(value, str) and GROUP_NAME.fullmatch(value) is not None
 
 
 def _list_mode(key: str, values: list[str]) -> dict:
