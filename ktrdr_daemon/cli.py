@@ -7,6 +7,7 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from ktrdr_daemon import commands, completion, model_commands, service
 from ktrdr_daemon.cli_support import EXIT_CANCELLED, EXIT_FAILED, EXIT_OK, EXIT_USAGE
@@ -217,8 +218,17 @@ def _common(p: argparse.ArgumentParser) -> None:
                    "default ./config/strategies)")
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, but a wrong command line exits 64 (EX_USAGE) rather than argparse's 2, which
+    ``tail`` and ``wait`` use for "cancelled": a script can tell a typo from a cancelled job."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="ktrdr-daemon",
         description="Train KTRDR neuro-fuzzy strategies from a spool folder.")
     parser.add_argument("--version", action=VersionAction, help="print the version and exit")

@@ -221,7 +221,7 @@ def test_clean_removes_only_old_finished_jobs(tmp_path: Path) -> None:
     assert sorted(p.name for p in spool.jobs.iterdir()) == ["new_done", "old_queued"]
     assert models.is_dir()
     bad = cli("clean", "--older-than", "7 days", spool=spool.root)
-    assert bad.returncode == 2 and "not a duration" in bad.stderr
+    assert bad.returncode == 64 and "not a duration" in bad.stderr  # usage, not "cancelled"
 
 
 def test_ls_reads_synthetic_queued_jobs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -95,7 +95,7 @@ def test_cancel_and_retry_by_state_or_all(user: User) -> None:
     nowhere = user.run("cancel", "--all", "--spool", "nowhere")  # not "no jobs": a typo
     assert nowhere.rc == 1 and "nowhere/jobs does not exist (wrong --spool?)" in nowhere.err
     wrong = user.run("retry", "--state", "queued")  # argparse: not a state retry acts on
-    assert wrong.rc == 2 and "invalid choice" in wrong.err
+    assert wrong.rc == 64 and "invalid choice" in wrong.err  # usage, not "cancelled"
 
     queued = user.run("cancel", "--state", "queued")
     assert queued.rc == 0, queued.err
