@@ -227,8 +227,8 @@ def _choose(versions: list[VersionInfo], wanted: list[str]) -> tuple[list[Versio
 
 
 def _still_running(settings: Any, v: VersionInfo) -> str | None:
-    """A message when the job that published ``v`` still holds an open attempt (its result is
-    about to name the version); None otherwise, or when the spool does not know the job."""
+    """A message when the job that published ``v`` is still running (its result is about to
+    name the version); None otherwise, or when the spool does not know the job."""
     job_id = v.metadata.get("job_id")
     if not isinstance(job_id, str):
         return None
@@ -236,7 +236,7 @@ def _still_running(settings: Any, v: VersionInfo) -> str | None:
 
     spool = sp.Spool(settings.spool)
     try:
-        if not spool.job_dir(job_id).is_dir() or not sp.has_open_attempt(spool, job_id):
+        if not spool.job_dir(job_id).is_dir() or sp.job_state(spool, job_id) != "running":
             return None
     except (OSError, ValueError):
         return None
