@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import resource
 import shutil
 import statistics
 import subprocess
@@ -33,6 +34,7 @@ BEFORE = "e6925b5"
 JOB = "strategy: rsi_minimal.yaml\nstart: 2017-06-01\nend: 2017-09-01\nseed: {seed}\n" \
       "overrides:\n  training:\n    epochs: 2\n"
 HEAVY = ("torch", "pandas", "pydantic", "matplotlib")
+PASS = "`python -c pass`"
 # Runs the CLI as `ktrdr-daemon ARGS` does, then names the heavy modules it imported.
 PROBE = f"""import runpy, sys
 sys.argv = ["ktrdr-daemon", *sys.argv[1:]]
@@ -89,11 +91,15 @@ def export(commit: str, into: Path) -> Path:
     return into
 
 
-def wall(argv: list[str], root: Path, site: Path) -> float:
+def wall(argv: list[str], root: Path, site: Path) -> tuple[float, float]:
+    """Wall seconds of one run, and its CPU seconds (user + system; less moved by load)."""
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     subprocess.run(argv, cwd=site, env=_env(root), check=False, capture_output=True,
                    timeout=600)
-    return time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    now = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return seconds, now.ru_utime + now.ru_stime - used.ru_utime - used.ru_stime
 
 
 def heavy(root: Path, site: Path, args: list[str]) -> str:
@@ -103,15 +109,18 @@ def heavy(root: Path, site: Path, args: list[str]) -> str:
     return line.removeprefix("HEAVY=") or "none" if line.startswith("HEAVY=") else "?"
 
 
+Times = dict[str, dict[str, list[tuple[float, float]]]]
+
+
 def measure(trees: dict[str, Path], site: Path, commands: dict[str, list[str]],
-            runs: int) -> dict[str, dict[str, list[float]]]:
-    """Wall seconds of every command under every tree, ``runs`` rounds, order rotated."""
-    times: dict[str, dict[str, list[float]]] = {t: {c: [] for c in commands} for t in trees}
+            runs: int) -> Times:
+    """(wall, CPU) seconds of every command under every tree, ``runs`` rounds, order rotated."""
+    times: Times = {t: {c: [] for c in commands} for t in trees}
     pairs = [(t, c) for c in commands for t in trees]
     for i in range(runs):
         shift = i % len(pairs)
         for tree, name in pairs[shift:] + pairs[:shift]:
-            argv = ([sys.executable, "-c", "pass"] if name == "`python -c pass`" else
+            argv = ([sys.executable, "-c", "pass"] if name == PASS else
                     [sys.executable, "-m", "ktrdr_daemon.cli", *commands[name]])
             times[tree][name].append(wall(argv, trees[tree], site))
     return times
@@ -127,7 +136,7 @@ def main() -> None:
         site.mkdir()
         job_id = make_site(site, jobs, versions)
         trees = {f"before ({BEFORE})": old, "after": REPO}
-        commands = {"`python -c pass`": [], "`--help`": ["--help"], "`ls`": ["ls"],
+        commands = {PASS: [], "`--help`": ["--help"], "`ls`": ["ls"],
                     "`models`": ["models"], f"`show {job_id}`": ["show", job_id]}
         times = measure(trees, site, commands, runs)
         imported = {t: {c: heavy(root, site, argv) for c, argv in commands.items() if argv}
@@ -136,21 +145,27 @@ def main() -> None:
     text = section(times, imported, runs, jobs, versions, load_before, load_after)
     publish(HEADING, text, args)
     if args.no_write:
-        print(json.dumps({t: {c: statistics.median(v) for c, v in m.items()}
-                          for t, m in times.items()}, indent=2))
+        print(json.dumps(times, indent=2))
 
 
-def section(times: dict[str, dict[str, list[float]]], imported: dict[str, dict[str, str]],
+def _median(runs: list[tuple[float, float]], which: int) -> float:
+    return statistics.median(r[which] for r in runs)
+
+
+def section(times: Times, imported: dict[str, dict[str, str]],
             runs: int, jobs: int, versions: int, load_before: str, load_after: str) -> str:
     """The doc section: the table of medians and ratios, then what each command imported."""
     before, after = list(times)
-    med = {t: {c: statistics.median(v) for c, v in m.items()} for t, m in times.items()}
-    rows = []
-    for name in med[after]:
-        b, a = med[before][name], med[after][name]
-        pb, pa = med[before]["`python -c pass`"], med[after]["`python -c pass`"]
+    # The same command under both trees: one baseline from all its runs.
+    pooled = times[before][PASS] + times[after][PASS]
+    base, base_cpu = _median(pooled, 0), _median(pooled, 1)
+    rows = [f"| {PASS} (both trees' runs) | {base * 1000:.0f} | {base * 1000:.0f} | 1.00 | 1.0 "
+            f"| 1.0 | {base_cpu * 1000:.0f} | {base_cpu * 1000:.0f} |"]
+    for name in [c for c in times[after] if c != PASS]:
+        b, a = _median(times[before][name], 0), _median(times[after][name], 0)
+        bc, ac = _median(times[before][name], 1), _median(times[after][name], 1)
         rows.append(f"| {name} | {b * 1000:.0f} | {a * 1000:.0f} | {a / b:.2f} | "
-                    f"{b / pb:.1f} | {a / pa:.1f} |")
+                    f"{b / base:.1f} | {a / base:.1f} | {bc * 1000:.0f} | {ac * 1000:.0f} |")
     heavy_rows = [f"| {c} | {imported[before][c]} | {imported[after][c]} |"
                   for c in imported[after]]
     return "\n".join([
@@ -163,8 +178,10 @@ def section(times: dict[str, dict[str, list[float]]], imported: dict[str, dict[s
         f"{os.cpu_count()} CPUs, Python {platform.python_version()}; load {load_before} -> "
         f"{load_after} (a shared machine: other agents ran tests throughout).", "",
         "| command | before (ms) | after (ms) | after / before | before / `python -c pass` "
-        "| after / `python -c pass` |",
-        "|---|---|---|---|---|---|", *rows, "",
+        "| after / `python -c pass` | CPU before (ms) | CPU after (ms) |",
+        "|---|---|---|---|---|---|---|---|", *rows, "",
+        "Wall and CPU (user + system of the process) are medians; the ratios are of wall "
+        "times.", "",
         "Heavy modules each command imported (of torch, pandas, pydantic, matplotlib):", "",
         "| command | before | after |", "|---|---|---|", *heavy_rows, "",
         "The commands now import torch, pandas and pydantic only where they are used: the spool "
