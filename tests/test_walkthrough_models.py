@@ -121,6 +121,17 @@ def test_models_sort_puts_the_best_version_first(user: User) -> None:
 
     assert order("f1")[0] == "1h_v3"
     assert order("best_val_accuracy")[-1] == "1h_v3"
+    # Errors sort ascending: two regression-shaped versions, the later one the better.
+    for n, mae in ((4, 0.5), (5, 0.2)):
+        shutil.copytree(store / "1h_v1", store / f"1h_v{n}")
+        metrics["test"] = {"output_format": "regression", "mae": mae,
+                           "directional_accuracy": 0.6}
+        (store / f"1h_v{n}" / "metrics.json").write_text(json.dumps(metrics))
+    assert order("mae")[:2] == ["1h_v5", "1h_v4"]
+    said = user.run("models", "rsi_minimal")
+    assert "1h_v5      dir 0.600  mae 0.2  " in said.out
+    for n in (4, 5):
+        shutil.rmtree(store / f"1h_v{n}")
     helped = " ".join(user.run("models", "--help").out.split())  # as wrapped for the terminal
     assert "descending for scores" in helped and "ascending for errors (mae)" in helped
     said = user.run("models", "--sort", "speed")
