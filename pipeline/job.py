@@ -14,14 +14,17 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from pipeline import safe_yaml
 from pipeline.errors import StrategyError
 from pipeline.schema.keys import near_miss
-from pipeline.strategy import Strategy, deep_merge, is_v3_strategy, load_strategy
+
+if TYPE_CHECKING:  # pipeline.strategy pulls pydantic and pandas: only load_job needs it, and
+    # the spool's readers (ls, show, cancel) import this module for parse_execution alone.
+    from pipeline.strategy import Strategy
 
 JOB_KEYS = ("strategy", "symbols", "timeframes", "start", "end", "seed", "priority",
             "execution", "overrides", "group")
@@ -82,6 +85,8 @@ def load_job(
     ``source`` is a path, raw bytes (a spool drop) or an already parsed mapping. All problems of
     the job part are reported together, then the strategy's (which reports all of its own).
     """
+    from pipeline.strategy import is_v3_strategy, load_strategy
+
     name, data = _read(source, source_name)
     if not isinstance(data, Mapping):
         kind = "empty" if data is None else f"a {type(data).__name__}"
@@ -147,6 +152,8 @@ def _job_parts(
     data: Mapping[str, Any], name: str, strategies_root: Path | None, base_dir: Path | None
 ) -> tuple[dict, dict, Mapping[str, Any]]:
     """Split a job file into (strategy mapping, overrides to merge, job keys); collect errors."""
+    from pipeline.strategy import deep_merge
+
     errors = [f"{key}: unknown job key; {_meant(key)}job keys are: {', '.join(JOB_KEYS)}"
               for key in data if key not in JOB_KEYS]
     strategy_data: dict = {}

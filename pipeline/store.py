@@ -38,7 +38,15 @@ import torch
 from pipeline import ktrdr_files
 from pipeline.errors import PipelineError
 from pipeline.ktrdr_form import check_outputs, form_for_type, form_of, output_width, plain_state
-from pipeline.versions import STAGING, fsync_dir, point_latest, take_out, version_numbers
+from pipeline.versions import (  # VersionInfo: ModelStore.versions' rows, re-exported
+    STAGING,
+    VersionInfo,
+    fsync_dir,
+    list_versions,
+    point_latest,
+    take_out,
+    version_numbers,
+)
 
 FILES = (
     "model.pt",
@@ -70,36 +78,6 @@ class LoadedModel:
         """"regression" for a one-output model (a forward-return forecast), else
         "classification" (the last layer's width is the number of classes)."""
         return "regression" if output_width(self.model.state_dict()) == 1 else "classification"
-
-
-@dataclass
-class VersionInfo:
-    """One complete version as :meth:`ModelStore.versions` lists it."""
-
-    strategy: str
-    timeframe: str
-    version: int
-    path: Path
-    metrics: dict
-    created_at: str | None
-    metadata: dict = field(default_factory=dict)
-
-    @property
-    def headline(self) -> dict[str, Any]:
-        """Test metrics as we write them, else as KTRDR's host path does (top level), and the
-        best validation accuracy KTRDR's own listing shows."""
-        test = self.metrics.get("test") or {}
-        summary = self.metadata.get("training_summary") or {}
-        return {
-            "test_accuracy": test.get("test_accuracy", self.metrics.get("test_accuracy")),
-            "f1": test.get("f1", self.metrics.get("f1_score")),
-            "precision": test.get("precision", self.metrics.get("precision")),
-            "recall": test.get("recall", self.metrics.get("recall")),
-            "best_val_accuracy": self.metrics.get(
-                "best_val_accuracy", summary.get("best_val_accuracy")),
-            **({"directional_accuracy": test.get("directional_accuracy"), "mae": test["mae"]}
-               if test.get("output_format") == "regression" else {}),
-        }
 
 
 def _check_name(kind: str, name: str) -> str:
@@ -309,35 +287,7 @@ class ModelStore:
 
     def versions(self, strategy: str | None = None) -> list[VersionInfo]:
         """Every published version (staging is never listed), sorted by strategy, tf, N."""
-        if not self.root.is_dir():
-            return []
-        strategies = (
-            [strategy]
-            if strategy
-            else sorted(
-                e.name for e in os.scandir(self.root) if e.is_dir() and not e.name.startswith(".")
-            )
-        )
-        found: list[VersionInfo] = []
-        pattern = re.compile(r"^(.+)_v(\d+)$")
-        for name in strategies:
-            parent = self.root / name
-            if not parent.is_dir():
-                continue
-            for entry in sorted(os.scandir(parent), key=lambda e: e.name):
-                match = pattern.match(entry.name)
-                if not match or not entry.is_dir(follow_symlinks=False):
-                    continue
-                folder = Path(entry.path)
-                try:
-                    metrics = _read_json(folder / "metrics.json")
-                    metadata = _read_json(folder / "metadata.json")
-                except (OSError, ValueError):
-                    continue  # being deleted right now
-                found.append(VersionInfo(name, match.group(1), int(match.group(2)), folder,
-                                         metrics, metadata.get("created_at"), metadata))
-        found.sort(key=lambda v: (v.strategy, v.timeframe, v.version))
-        return found
+        return list_versions(self.root, strategy)
 
     def is_trained(self, strategy: str) -> bool:
         """A strategy is trained when it has at least one complete version."""

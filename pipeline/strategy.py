@@ -26,7 +26,6 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,12 +51,11 @@ from pipeline.schema.sections import (
 )
 from pipeline.schema.training_data import read_training_data
 from pipeline.training_keys import read_optimisation
+from pipeline.versions import sanitize_name  # the store's rule, torch-free for `models`
 
 __all__ = ["INLINE", "Strategy", "deep_merge", "is_v3_strategy", "load_strategy", "sanitize_name"]
 
 INLINE = "<inline>"
-
-_NAME_MAX = 100
 
 
 @dataclass
@@ -96,12 +94,6 @@ def deep_merge(base: Mapping, overrides: Mapping) -> dict:
         else:
             merged[key] = copy.deepcopy(value)
     return merged
-
-
-def sanitize_name(name: str) -> str:
-    """Make ``name`` safe as one folder name: letters, digits, ``_ - .``; never ``.``-led."""
-    clean = re.sub(r"[^A-Za-z0-9_.-]", "_", name.strip())[:_NAME_MAX]
-    return re.sub(r"^\.", "_", clean)
 
 
 def load_strategy(

@@ -1,22 +1,120 @@
-"""The model store's folders without torch: version numbers, the ``{tf}_latest`` link, and
-taking a version out of the store.
+"""The model store's folders without torch: version numbers, the ``{tf}_latest`` link, listing
+the versions with their JSON documents, and taking a version out of the store.
 
-:class:`pipeline.store.ModelStore` publishes and deletes through these; the daemon, which never
-imports torch, withdraws a version a cancelled job left (ktrdr_daemon.publication) through the
-same code, so both keep one rule for what "latest" points at.
+:class:`pipeline.store.ModelStore` publishes, lists and deletes through these; the daemon, which
+never imports torch, withdraws a version a cancelled job left (ktrdr_daemon.publication) through
+the same code, so both keep one rule for what "latest" points at; ``ktrdr-daemon models`` lists
+(a listing that imported torch paid 2 s of CPU for a few JSON files).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 STAGING = ".staging"
 _VERSION = re.compile(r"^(.+)_v\d+$")
+_NUMBERED = re.compile(r"^(.+)_v(\d+)$")
+_NAME_MAX = 100
+
+
+def sanitize_name(name: str) -> str:
+    """Make ``name`` safe as one folder name: letters, digits, ``_ - .``; never ``.``-led (the
+    store's folder of a strategy is its sanitized name)."""
+    clean = re.sub(r"[^A-Za-z0-9_.-]", "_", name.strip())[:_NAME_MAX]
+    return re.sub(r"^\.", "_", clean)
+
+
+@dataclass
+class VersionInfo:
+    """One complete version as :func:`list_versions` lists it."""
+
+    strategy: str
+    timeframe: str
+    version: int
+    path: Path
+    metrics: dict
+    created_at: str | None
+    metadata: dict = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        """The version's folder name, ``{timeframe}_v{N}``."""
+        return f"{self.timeframe}_v{self.version}"
+
+    @property
+    def headline(self) -> dict[str, Any]:
+        """Test metrics as we write them, else as KTRDR's host path does (top level), and the
+        best validation accuracy KTRDR's own listing shows."""
+        test = self.metrics.get("test") or {}
+        summary = self.metadata.get("training_summary") or {}
+        return {
+            "test_accuracy": test.get("test_accuracy", self.metrics.get("test_accuracy")),
+            "f1": test.get("f1", self.metrics.get("f1_score")),
+            "precision": test.get("precision", self.metrics.get("precision")),
+            "recall": test.get("recall", self.metrics.get("recall")),
+            "best_val_accuracy": self.metrics.get(
+                "best_val_accuracy", summary.get("best_val_accuracy")),
+            **({"directional_accuracy": test.get("directional_accuracy"), "mae": test["mae"]}
+               if test.get("output_format") == "regression" else {}),
+        }
+
+    @property
+    def provenance(self) -> dict[str, Any]:
+        """How it was trained, from what its writer recorded (None where a writer, KTRDR's for
+        one, did not): the job and attempt, seed, device, date range and epochs."""
+        meta, metrics = self.metadata, self.metrics
+        training = metrics.get("training") or {}
+        summary = meta.get("training_summary") or {}
+        config = training.get("config") or {}
+        return {
+            "job_id": meta.get("job_id"), "attempt": meta.get("attempt"),
+            "seed": meta.get("seed"), "device": meta.get("device"),
+            "start_date": metrics.get("start_date"), "end_date": metrics.get("end_date"),
+            "epochs_run": training.get("epochs_run", summary.get("epochs")),
+            "epochs": config.get("epochs") if isinstance(config, dict) else None,
+        }
+
+
+def _read_json(path: Path) -> dict:
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return data if isinstance(data, dict) else {}
+
+
+def list_versions(root: Path, strategy: str | None = None) -> list[VersionInfo]:
+    """Every published version under the store ``root`` (staging is never listed), sorted by
+    strategy, timeframe, N; a version whose JSON cannot be read (being deleted) is skipped."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    strategies = ([strategy] if strategy else sorted(
+        e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith(".")))
+    found: list[VersionInfo] = []
+    for name in strategies:
+        parent = root / name
+        if not parent.is_dir():
+            continue
+        for entry in sorted(os.scandir(parent), key=lambda e: e.name):
+            match = _NUMBERED.match(entry.name)
+            if not match or not entry.is_dir(follow_symlinks=False):
+                continue
+            folder = Path(entry.path)
+            try:
+                metrics = _read_json(folder / "metrics.json")
+                metadata = _read_json(folder / "metadata.json")
+            except (OSError, ValueError):
+                continue  # being deleted right now
+            found.append(VersionInfo(name, match.group(1), int(match.group(2)), folder,
+                                     metrics, metadata.get("created_at"), metadata))
+    found.sort(key=lambda v: (v.strategy, v.timeframe, v.version))
+    return found
 
 
 def fsync_dir(path: Path) -> None:

@@ -121,10 +121,14 @@ def test_models_lists_trained_and_untrained(trained: tuple[Path, dict[str, dict]
         assert version["version"] == f"{BASE_TF[name]}_v1"
         assert version["test_accuracy"] == printed[name]["test_accuracy"]
         assert version["f1"] == printed[name]["f1"]
+    # Neither trained nor a strategy file: an error (issue 18), not "untrained".
     unknown = run("models", "no_such_strategy", "--json", "--models", models)
-    assert unknown.returncode == 0, unknown.stderr
-    assert json.loads(unknown.stdout) == [{"strategy": "no_such_strategy", "trained": False,
-                                           "versions": []}]
+    assert unknown.returncode == 1 and unknown.stdout == ""
+    assert "no_such_strategy: no such strategy" in unknown.stderr
+    untrained = run("models", "lstm_momentum", "--json", "--models", models, "--strategies",
+                    EXAMPLES)
+    assert json.loads(untrained.stdout) == [{"strategy": "lstm_momentum", "trained": False,
+                                             "versions": []}]
 
 
 def test_full_ktrdr_file_trains_with_warnings_and_fails_strict(tmp_path: Path) -> None:
