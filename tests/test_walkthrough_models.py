@@ -135,7 +135,7 @@ def test_models_sort_puts_the_best_version_first(user: User) -> None:
     helped = " ".join(user.run("models", "--help").out.split())  # as wrapped for the terminal
     assert "descending for scores" in helped and "ascending for errors (mae)" in helped
     said = user.run("models", "--sort", "speed")
-    assert said.rc == 2 and "invalid choice" in said.err
+    assert said.rc == 64 and "invalid choice" in said.err  # a usage error
 
 
 def test_models_rm_removes_versions_and_moves_latest(user: User) -> None:
