@@ -257,13 +257,11 @@ def read_job_header(spool: Spool, job_id: str) -> dict[str, Any] | None:
     return _cached(spool.job_dir(job_id) / JOB, _header_cache, parse)
 
 
-# Top-level "key: value" lines of a job file (job.yaml is written block style, one key a line).
-_TAG_LINE = re.compile(
-    rb"^(priority|submitted_at|strategy_name|strategy|name|group):[ \t]*(.*?)[ \t]*\r?$", re.M)
+# ``ls`` reads a few keys off a job file's top-level lines (job.yaml is written block style, one
+# key a line), found with bytes.find: several times cheaper than a multi-line regex.
 _INT = re.compile(r"-?[0-9]{1,18}")
 _PLAIN = re.compile(r"[A-Za-z_][A-Za-z0-9_./-]*")
 _NOT_STRINGS = {"true", "false", "yes", "no", "on", "off", "null", "y", "n"}
-_tags_cache: _Cache = {}
 
 
 def _tag_value(raw: bytes) -> Any:
@@ -286,38 +284,51 @@ def _tag_value(raw: bytes) -> Any:
     return value if isinstance(value, str | int | float) and not isinstance(value, bool) else None
 
 
-def _parse_tags(path: Path) -> dict[str, Any] | None:
-    found: dict[str, Any] = {}
-    for key, raw in _TAG_LINE.findall(read_bounded(path, MAX_DROP_BYTES * 2)):
-        found.setdefault(key.decode(), _tag_value(raw))
-    strategy = found.get("strategy")
-    if isinstance(strategy, str):  # a file under the strategies root: its stem is the name
-        strategy = Path(strategy).name
-        for suffix in (".yaml", ".yml"):
-            strategy = strategy.removesuffix(suffix)
-    name = found.get("strategy_name") or strategy or found.get("name")  # or a dropped strategy
-    priority = found.get("priority", 0)
-    group = found.get("group")
+def _top_level(data: bytes, key: bytes) -> bytes | None:
+    """The raw value of the first top-level ``key:`` line of ``data``, or None."""
+    if data.startswith(key + b":"):
+        at = 0
+    elif (at := data.find(b"\n" + key + b":")) < 0:
+        return None
+    else:
+        at += 1
+    start = at + len(key) + 1
+    end = data.find(b"\n", start)
+    return data[start:None if end < 0 else end].strip(b" \t\r")
+
+
+def _parse_tags(data: bytes) -> dict[str, Any]:
+    def value(key: bytes) -> Any:
+        raw = _top_level(data, key)
+        return None if raw is None else _tag_value(raw)
+
+    name = value(b"strategy_name")  # an accepted, validated job
+    if name is None:
+        name = value(b"strategy")
+        if isinstance(name, str):  # a file under the strategies root: its stem is the name
+            name = name.rsplit("/", 1)[-1].removesuffix(".yaml").removesuffix(".yml")
+        elif name is None:
+            name = value(b"name")  # a dropped v3 strategy
+    priority, group = value(b"priority"), value(b"group")
     return {"priority": priority if type(priority) is int else 0,
-            "submitted_at": found.get("submitted_at"),
             "strategy": None if name is None else str(name),
             "group": None if group is None else str(group)}
 
 
 def read_job_tags(path: Path) -> dict[str, Any]:
     """What ``ls`` shows and filters on from a job file (``job.yaml``, or a drop not accepted
-    yet): ``priority`` (0 when absent), ``submitted_at``, ``strategy`` (``strategy_name``, the
-    strategy file's stem, or a dropped strategy's ``name``) and ``group``; None where absent.
+    yet): ``priority`` (0 when absent), ``strategy`` (``strategy_name``, the strategy file's
+    stem, or a dropped strategy's ``name``) and ``group``; None where absent.
 
-    Read from the top-level lines with a regular expression, not the YAML parser: ``ls`` over
-    10,000 jobs pays one small read each (cached by inode and mtime, like :func:`read_job`).
-    An unreadable file (gone, a FIFO, a link) reads as no tags.
+    Read off the top-level lines, not through the YAML parser: ``ls`` over 10,000 jobs pays
+    one small read each (~20 us; no cache: ``ls`` is one short process, which reads each job
+    once). An unreadable file (gone, a FIFO, a link) reads as no tags.
     """
     try:
-        tags = _cached(path, _tags_cache, _parse_tags)
+        data = read_bounded(path, MAX_DROP_BYTES * 2)
     except OSError:
-        tags = None
-    return tags or {"priority": 0, "submitted_at": None, "strategy": None, "group": None}
+        data = b""
+    return _parse_tags(data)
 
 
 def read_result(spool: Spool, job_id: str) -> dict[str, Any] | None:

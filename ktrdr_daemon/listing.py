@@ -72,9 +72,9 @@ def job_rows(spool: sp.Spool, state: str | Filters | None = None) -> list[dict[s
     """One row per job for ``ls``, in the order of :data:`LS_HELP`, from names and small files.
 
     The state comes from the spool's own rule (names, result.json, the open claim); job.yaml is
-    never parsed as YAML (~0.4 ms a job: seconds for 10,000): priority, strategy and group are
-    read off its top-level lines (:func:`sp.read_job_tags`) and the age is its mtime, as it is
-    created once at acceptance. The queue's order is the daemons' own
+    never parsed as YAML (~0.4 ms a job: seconds for 10,000): priority, strategy and group
+    are read off its top-level lines (:func:`job_index.read_job_tags`) and the age is its
+    mtime, as it is created once at acceptance. The queue's order is the daemons' own
     (:func:`sp.queued_jobs`), which parses the header of queued jobs only. Per job: a few
     stats, job.yaml's bytes, progress.json and, for a finished job, result.json; never the
     log, events or checkpoint.

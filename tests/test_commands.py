@@ -152,7 +152,7 @@ def test_ls_and_show(served) -> None:
     table = table.splitlines()
     assert table[0].split()[:8] == ["ID", "STATE", "PRI", "POS", "PROGRESS", "DEVICE", "ATTEMPT",
                                     "AGE"]
-    assert any(line.split()[:3] == ["done", "completed", "100.0%"] for line in table)
+    assert any(line.split()[:5] == ["done", "completed", "0", "-", "100.0%"] for line in table)
 
     shown = json.loads(shown)
     assert shown["state"] == "completed" and shown["job"]["seed"] == 7
