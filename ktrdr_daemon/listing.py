@@ -23,7 +23,8 @@ from ktrdr_daemon.cli_support import (
     spool_from,
     unknown_job,
 )
-from ktrdr_daemon.job_index import read_job_tags, scan_jobs
+from ktrdr_daemon.job_index import scan_jobs
+from ktrdr_daemon.job_lines import read_job_tags
 from ktrdr_daemon.safe_text import printable
 
 LOG_TAIL_LINES = 20
@@ -73,7 +74,7 @@ def job_rows(spool: sp.Spool, state: str | Filters | None = None) -> list[dict[s
 
     The state comes from the spool's own rule (names, result.json, the open claim); job.yaml is
     never parsed as YAML (~0.4 ms a job: seconds for 10,000): priority, strategy and group
-    are read off its top-level lines (:func:`job_index.read_job_tags`) and the age is its
+    are read off its top-level lines (:func:`job_lines.read_job_tags`) and the age is its
     mtime, as it is created once at acceptance. The queue's order is the daemons' own
     (:func:`sp.queued_jobs`), which parses the header of queued jobs only. Per job: a few
     stats, job.yaml's bytes, progress.json and, for a finished job, result.json; never the

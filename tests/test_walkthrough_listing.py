@@ -207,3 +207,30 @@ def test_text_from_the_spool_never_reaches_the_terminal_as_escapes(tmp_path: Pat
     for said in (shown, noisy, listing, tail):
         for unsafe in ("\x1b", "\x07", "\x9b", "\u202e"):
             assert unsafe not in said.out + said.err
+
+
+def test_job_lines_read_what_the_yaml_loader_reads_or_decline(tmp_path: Path) -> None:
+    """The fast readers behind ``ls`` and the queue order give the safe loader's values for
+    the lines the dumper writes, and decline (None: YAML decides) every other form."""
+    from ktrdr_daemon.job_lines import job_tags, plain_header
+    from pipeline import safe_yaml
+
+    spool = sp.Spool(tmp_path / "spool")
+    spool.ensure_layout()
+    accept(spool, "real", "strategy: rsi_minimal.yaml\npriority: -2\ngroup: sweep-7\n"
+                          "execution: {max_attempts: 5, wait_for_gpu: 2.5, require_gpu: true}\n")
+    header = (spool.job_dir("real") / sp.JOB).read_bytes().split(b"\n")[:10]
+    assert plain_header(header) == safe_yaml.load(b"\n".join(header))
+    assert sp.read_job_header(spool, "real")["execution"]["wait_for_gpu"] == 2.5
+    for value in ("12056df3b2000c3f", "'x: y'", "0", "-7", "1.25", "false", "rsi_minimal.yaml"):
+        lines = [f"id: {value}".encode(), b"nested:", f"  key: {value}".encode()]
+        assert plain_header(lines) == safe_yaml.load(b"\n".join(lines)), value
+    for odd in ("010", "0b11", "True", "2026-12-01", "1e3x # c", "{a: 1}", "[1]", "~", "'it''s'",
+                ".inf", "1:20", "null", "yes"):
+        assert plain_header([f"id: {odd}".encode()]) is None, odd
+    assert plain_header([b"id: x", b"   deeper: 1"]) is None
+    assert plain_header([b"  orphan: 1"]) is None
+    tags = job_tags(b"id: a\nstrategy: sub/rsi_minimal.yml\npriority: 3\ngroup: 'g 1'\n")
+    assert tags == {"priority": 3, "strategy": "rsi_minimal", "group": "g 1"}
+    assert job_tags(b"name: my_v3\npriority: nope\n") == {
+        "priority": 0, "strategy": "my_v3", "group": None}
