@@ -98,13 +98,14 @@ def job_rows(spool: sp.Spool, state: str | Filters | None = None) -> list[dict[s
         submitted = _mtime(spec)
         if filters.since is not None and (submitted is None or submitted < filters.since):
             continue
-        info = sp.info_from_names(spool, folder.id, path, set(names) - {sp.JOB})
+        position, queued = queue.get(folder.id, (None, None))
+        # the queue's own reading of a queued job, else one from names (job.yaml not parsed)
+        info = queued or sp.info_from_names(spool, folder.id, path, set(names) - {sp.JOB})
         if filters.states is not None and info.state not in filters.states:
             continue
         tags = read_job_tags(spec)
         if not filters.keeps(tags):
             continue
-        position, queued = queue.get(folder.id, (None, None))
         progress = sp.read_json(path / "progress.json") or {}
         rows.append({
             "id": info.id, "state": info.state, "accepted": sp.JOB in names,
