@@ -28,6 +28,9 @@ _PLAIN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_./-]*")
 _KEY = re.compile(rb"[a-z_][a-z0-9_]*")
 _STR_TAG = "tag:yaml.org,2002:str"
 _resolver = yaml.resolver.Resolver()
+# The first characters of every implicit type (bool, int, float, null, timestamp, ...), from
+# PyYAML's own table: a plain scalar starting with any other character is a string.
+_RESOLVED_FIRST = {c for c in yaml.resolver.Resolver.yaml_implicit_resolvers if c}
 
 
 def plain_scalar(raw: bytes) -> Any:
@@ -36,17 +39,22 @@ def plain_scalar(raw: bytes) -> Any:
         text = raw.decode()
     except UnicodeDecodeError:
         return UNSURE
+    first = text[:1]
+    if first == "'":
+        return text[1:-1] if len(text) >= 2 and "'" not in text[1:-1] and text[-1] == "'" \
+            else UNSURE
+    if first not in _RESOLVED_FIRST:  # no implicit type starts with it: a string, if plain
+        return text if _PLAIN.fullmatch(text) else UNSURE
     if _INT.fullmatch(text):
         return int(text)
     if _FLOAT.fullmatch(text):
         return float(text)
+    if not _PLAIN.fullmatch(text):
+        return UNSURE
     if text in ("true", "false"):
         return text == "true"
-    if len(text) >= 2 and text[0] == text[-1] == "'" and "'" not in text[1:-1]:
-        return text[1:-1]
-    if _PLAIN.fullmatch(text) and _resolver.resolve(
-            yaml.ScalarNode, text, (True, False)) == _STR_TAG:
-        return text  # e.g. an id, a hex token, a file name: the resolver says a string
+    if _resolver.resolve(yaml.ScalarNode, text, (True, False)) == _STR_TAG:
+        return text  # e.g. a hex token, "normal": the resolver says a string
     return UNSURE
 
 
@@ -56,25 +64,27 @@ def plain_header(lines: list[bytes]) -> dict[str, Any] | None:
     top: dict[str, Any] = {}
     nested: dict[str, Any] | None = None
     for line in lines:
-        target = top
-        if line.startswith(b"  "):
+        if line[:2] == b"  ":
             if nested is None:
                 return None
             target, line = nested, line[2:]
         else:
-            nested = None
-        key, sep, raw = line.partition(b":")
-        if not sep or not _KEY.fullmatch(key) or key.decode() in target:
+            target, nested = top, None
+        key, sep, raw = line.partition(b": ")
+        if not sep:
+            if target is top and line[-1:] == b":" and _KEY.fullmatch(line[:-1]):
+                nested = top.setdefault(line[:-1].decode(), {})
+                if nested:
+                    return None  # a repeated key
+                continue
             return None
-        if not raw and target is top:
-            nested = top[key.decode()] = {}
-            continue
-        if not raw.startswith(b" "):
+        name = key.decode()
+        if not _KEY.fullmatch(key) or name in target:
             return None
-        value = plain_scalar(raw[1:])
+        value = plain_scalar(raw)
         if value is UNSURE:
             return None
-        target[key.decode()] = value
+        target[name] = value
     return top
 
 
