@@ -64,10 +64,6 @@ class Filters:
         return ((self.strategies is None or tags["strategy"] in self.strategies)
                 and (self.groups is None or tags["group"] in self.groups))
 
-    @property
-    def needs_tags(self) -> bool:
-        return self.strategies is not None or self.groups is not None
-
 
 def job_rows(spool: sp.Spool, state: str | Filters | None = None) -> list[dict[str, Any]]:
     """One row per job for ``ls``, in the order of :data:`LS_HELP`, from names and small files.
@@ -76,14 +72,15 @@ def job_rows(spool: sp.Spool, state: str | Filters | None = None) -> list[dict[s
     never parsed as YAML (~0.4 ms a job: seconds for 10,000): priority, strategy and group
     are read off its top-level lines (:func:`job_lines.read_job_tags`) and the age is its
     mtime, as it is created once at acceptance. The queue's order is the daemons' own
-    (:func:`sp.queued_jobs`), which parses the header of queued jobs only. Per job: a few
+    (:func:`sp.queued_jobs`), which reads the header of queued jobs only. Per job: a few
     stats, job.yaml's bytes, progress.json and, for a finished job, result.json; never the
     log, events or checkpoint.
     """
     filters = state if isinstance(state, Filters) else Filters(None if state is None else {state})
     now = time.time()
     folders = scan_jobs(spool)
-    queue = {} if not filters.state_may_match(False) else {
+    wants_queue = filters.states is None or "queued" in filters.states
+    queue = {} if not wants_queue else {
         info.id: (position, info) for position, info in
         enumerate(sp.queued_jobs(spool, folders), start=1)}
     rows = []
@@ -119,7 +116,7 @@ def job_rows(spool: sp.Spool, state: str | Filters | None = None) -> list[dict[s
             **_when(submitted, now),
             "cancel_requested": info.cancel_requested, "error": info.error,
         })
-    if filters.states is None or "queued" in filters.states:
+    if wants_queue:
         rows += _incoming_rows(spool, now, filters)
     rows.sort(key=_listing_order)
     return rows
