@@ -376,7 +376,7 @@ def bench_big_queue(site: Site, drops: int) -> dict[str, Any]:
                         str(site.spool.root)], check=True, stdout=subprocess.DEVNULL, cwd=REPO,
                        env={**os.environ, "PYTHONPATH": str(REPO)})
         ls_wall.append(time.perf_counter() - t)
-    from ktrdr_daemon.commands import job_rows
+    from ktrdr_daemon.listing import job_rows
 
     judge = sp.LivenessJudge(sp.DaemonIdentity.current("bench-reader"))
     return {
@@ -470,7 +470,7 @@ def report(r: dict[str, Any], quick: bool) -> str:
         f"{big['load']} |",
         f"| 6. `ktrdr-daemon ls` wall time (process start included) | {fmt(big['ls_wall'])} "
         "| | | |",
-        f"| 6. `commands.job_rows` (what `ls` does, in process) | {fmt(big['job_rows'])} | | | |",
+        f"| 6. `listing.job_rows` (what `ls` does, in process) | {fmt(big['job_rows'])} | | | |",
         f"| 6. rescan piece `queued_jobs_in_order` | {fmt(big['queued_in_order'])} | | | |",
         f"| 6. rescan piece `find_reclaimable` | {fmt(big['find_reclaimable'])} | | | |",
     ]

@@ -29,7 +29,10 @@ def spool_from(args: argparse.Namespace) -> sp.Spool:
 
 
 def err(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr)
+    """``error: ...`` on stderr; the message may quote spool names, so never as escapes."""
+    from ktrdr_daemon.safe_text import printable
+
+    print(f"error: {printable(message)}", file=sys.stderr)
 
 
 def unknown_job(spool: sp.Spool, job_id: str) -> str | None:

@@ -25,6 +25,7 @@ from rich.text import Text
 
 from ktrdr_daemon import spool as sp
 from ktrdr_daemon.job_files import initial_snapshot
+from ktrdr_daemon.safe_text import printable
 
 POLL_S = 0.15
 VANISH_S = 5.0  # a drop gone from incoming/ with no job folder this long: give up
@@ -196,10 +197,10 @@ def status_line(view: JobView) -> Text:
     state = view.state
     line = Text.assemble((view.job_id, "bold"), " ", state)
     if state == "queued":
-        line.append(f" {snap.get('message') or 'waiting for a daemon'}")
+        line.append(printable(f" {snap.get('message') or 'waiting for a daemon'}"))
         return line
     if snap.get("device"):
-        line.append(f" on {snap['device']}")
+        line.append(printable(f" on {snap['device']}"))
     percent = float(snap.get("percent") or 0.0)
     line.append(" ")
     line.append_text(_bar(percent))
@@ -207,7 +208,8 @@ def status_line(view: JobView) -> Text:
     if snap.get("epoch") is not None and snap.get("step") == 8:
         parts.append(f"epoch {snap['epoch']}/{snap.get('epochs')}")
     elif snap.get("step"):
-        parts.append(f"step {snap['step']}/{snap.get('steps', 12)} {snap.get('phase') or ''}")
+        parts.append(printable(f"step {snap['step']}/{snap.get('steps', 12)} "
+                               f"{snap.get('phase') or ''}"))
     metrics = snap.get("metrics") or {}
     if isinstance(metrics.get("train_loss"), int | float):
         parts.append(f"loss {metrics['train_loss']:.4f}")
@@ -244,7 +246,8 @@ def follow(spool: sp.Spool, job_id: str, console: Console | None = None, *,
             live.start()
         for view, _changed, lines in watch(spool, job_id, poll_s=poll_s, stop=stop):
             for line in lines if show_log else []:
-                console.print(line, markup=False, highlight=False, soft_wrap=True)
+                console.print(printable(line), markup=False, highlight=False,
+                              soft_wrap=True)
             if live is not None:
                 line = status_line(view)
                 line.no_wrap, line.overflow = True, "ellipsis"  # one line, however narrow
@@ -277,9 +280,10 @@ def _summary(view: JobView) -> Text:
         test = (result.get("metrics") or {}).get("test") or {}
         acc = test.get("test_accuracy")
         extra = f", test accuracy {acc:.3f}" if isinstance(acc, int | float) else ""
-        return Text(f"completed: {result.get('model_path')}{extra}", style="green")
+        return Text(printable(f"completed: {result.get('model_path')}{extra}"), style="green")
     if state == "failed":
-        return Text(f"failed: {(result.get('error') or {}).get('message')}", style="red")
+        return Text(printable(f"failed: {(result.get('error') or {}).get('message')}"),
+                    style="red")
     return Text(f"{state}", style="yellow")
 
 

@@ -150,8 +150,9 @@ def test_ls_and_show(served) -> None:
     assert "NOPE" in rows["bad"]["error"]
     assert [r["id"] for r in json.loads(failed)] == ["bad"]
     table = table.splitlines()
-    assert table[0].split()[:6] == ["ID", "STATE", "PROGRESS", "DEVICE", "ATTEMPT", "AGE"]
-    assert any(line.split()[:3] == ["done", "completed", "100.0%"] for line in table)
+    assert table[0].split()[:8] == ["ID", "STATE", "PRI", "POS", "PROGRESS", "DEVICE", "ATTEMPT",
+                                    "AGE"]
+    assert any(line.split()[:5] == ["done", "completed", "0", "-", "100.0%"] for line in table)
 
     shown = json.loads(shown)
     assert shown["state"] == "completed" and shown["job"]["seed"] == 7
