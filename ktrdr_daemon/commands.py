@@ -30,6 +30,7 @@ from ktrdr_daemon.cli_support import (
     spool_from,
     unknown_job,
 )
+from ktrdr_daemon.safe_text import printable
 from ktrdr_daemon.settings import Settings
 
 # --- tail -------------------------------------------------------------------------------------
@@ -254,9 +255,10 @@ def cmd_daemons(args: argparse.Namespace) -> int:
         jobs = ", ".join(r["running"]) or "-"
         if r["status"] == "dead" and r["dead_reason"]:
             jobs += f"  ({r['dead_reason']})"
-        print(f"{r['id']:<{width}}  {r['status']:<6}  {str(r['host'])[:12]:<12}  "
-              f"{r['pid'] or '-':>7}  {r['device'] or '-':<8}  {slots:>5}  "
-              f"{age(r['heartbeat_age_seconds']):>5}  {jobs}")
+        # Heartbeat files are spool text anyone can write: printed through printable().
+        print(printable(f"{r['id']:<{width}}  {r['status']:<6}  {str(r['host'])[:12]:<12}  "
+                        f"{r['pid'] or '-':>7}  {r['device'] or '-':<8}  {slots:>5}  "
+                        f"{age(r['heartbeat_age_seconds']):>5}  {jobs}").replace("\n", " "))
     return EXIT_OK
 
 

@@ -165,9 +165,9 @@ def test_ls_filters_by_states_strategy_group_and_age(busy) -> None:
     none = user.run("ls", "--group", "nosuch")
     assert (none.rc, none.out) == (0, "no jobs match --group nosuch\n")
     bad = user.run("ls", "--state", "queued,finished")
-    assert bad.rc == 2 and "'finished': not a state" in bad.err
+    assert bad.rc == 64 and "'finished': not a state" in bad.err
     bad = user.run("ls", "--since", "yesterday")
-    assert bad.rc == 2 and "neither an age" in bad.err
+    assert bad.rc == 64 and "neither an age" in bad.err
 
 
 def test_ls_on_a_terminal_colours_states_and_fits_notes_to_its_width(busy) -> None:
