@@ -204,7 +204,13 @@ def test_text_from_the_spool_never_reaches_the_terminal_as_escapes(tmp_path: Pat
     assert "boom \\x1b]0;pwned\\x07\\x1b[2J" in listing.out and "drop\\x1b]0;p" in listing.out
     tail = user.run("tail", "noisy")
     assert tail.rc == 1 and "1. Loading data \\x1b]0;pwned" in tail.out
-    for said in (shown, noisy, listing, tail):
+    # A heartbeat file is spool text too (a dead daemon on another host, as written there).
+    (spool.daemons / "far.json").write_text(json.dumps({
+        "id": "far", "host": f"elsewhere{EVIL}", "pid": 1, "device": "cpu", "slots": 1,
+        "free_slots": 1, "beat": 1, "updated_at": "2026-01-01T00:00:00Z"}))
+    daemons = user.run("daemons", "--no-wait")
+    assert daemons.rc == 0 and "elsewhere\\x1b]" in daemons.out, daemons.text
+    for said in (shown, noisy, listing, tail, daemons):
         for unsafe in ("\x1b", "\x07", "\x9b", "\u202e"):
             assert unsafe not in said.out + said.err
 
