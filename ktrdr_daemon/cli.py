@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -314,6 +315,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except BrokenPipeError:
+        # `ktrdr-daemon ls | head`: the reader has what it wanted. Point stdout at /dev/null so
+        # the interpreter's final flush cannot raise again, and end quietly, as `cat` does.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_FAILED
 
 

@@ -240,3 +240,21 @@ def test_job_lines_read_what_the_yaml_loader_reads_or_decline(tmp_path: Path) ->
     assert tags == {"priority": 3, "strategy": "rsi_minimal", "group": "g 1"}
     assert job_tags(b"name: my_v3\npriority: nope\n") == {
         "priority": 0, "strategy": "my_v3", "group": None}
+
+
+def test_a_listing_piped_into_head_ends_quietly(tmp_path: Path) -> None:
+    """`ktrdr-daemon ls --json | head -c 200`: the reader closes the pipe early; the command
+    must end without a BrokenPipeError traceback on the user's screen."""
+    user = User(tmp_path)
+    spool = sp.Spool(tmp_path / "spool")
+    spool.ensure_layout()
+    for i in range(400):  # ~170 kB of JSON: more than a pipe holds
+        accept(spool, f"job{i:04d}", "strategy: x.yaml\n")
+    proc = subprocess.Popen([*CLI, "ls", "--json"], cwd=user.home, env=user.env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.read(200).startswith(b"[")
+    proc.stdout.close()  # what head does once it has its bytes
+    err = proc.stderr.read().decode()
+    proc.wait(60)
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
