@@ -35,7 +35,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         result = run_training(job, data_root=settings.data_root, models_root=settings.models,
                               device=settings.device, threads=settings.threads,
-                              on_event=reporter, stop=stop)
+                              on_event=reporter, stop=stop, strict=settings.strict)
     except KeyboardInterrupt:
         reporter.close_bar()
         print("interrupted: nothing was saved", file=sys.stderr)
