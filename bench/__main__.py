@@ -9,7 +9,8 @@ import sys
 
 BENCHMARKS = ("bench.bench_features", "bench.bench_indicators", "bench.bench_labels",
               "bench.bench_trainer", "bench.bench_train", "bench.bench_daemon",
-              "bench.bench_overhead", "bench.bench_schema", "bench.bench_cli")
+              "bench.bench_overhead", "bench.bench_schema", "bench.bench_cli",
+              "bench.bench_report")
 
 if __name__ == "__main__":
     chosen = sys.argv[1:] or BENCHMARKS

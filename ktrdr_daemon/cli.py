@@ -37,7 +37,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         result = run_training(job, data_root=settings.data_root, models_root=settings.models,
                               device=settings.device, threads=settings.threads,
-                              on_event=reporter, stop=stop)
+                              on_event=reporter, stop=stop, strict=settings.strict)
     except KeyboardInterrupt:
         reporter.close_bar()
         print("interrupted: nothing was saved", file=sys.stderr)
@@ -57,8 +57,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 # Test metrics printed after training: a classifier's, or a regression's (pipeline.heads).
-HEADLINE = ("test_accuracy", "f1", "output_format", "test_loss", "mae", "rmse",
-            "directional_accuracy", "spearman_ic", "threshold", "signal_counts")
+HEADLINE = ("test_accuracy", "baseline_accuracy", "baseline_class", "f1", "output_format",
+            "test_loss", "mae", "rmse", "directional_accuracy", "baseline_direction",
+            "spearman_ic", "threshold", "signal_counts")
 
 
 def cmd_features(args: argparse.Namespace) -> int:

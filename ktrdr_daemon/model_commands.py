@@ -38,12 +38,24 @@ def cmd_report(args: argparse.Namespace) -> int:
         if result.get("state") == "completed" and (model / "metrics.json").is_file():
             data = report_data_from_version(model)
         else:
+            state = job_state(spool, args.target)
             data = report_data_from_events(job_dir / "events.jsonl", title=f"job {args.target}",
-                                           state=job_state(spool, args.target))
+                                           state=state)
+            if not data.history and state in ("failed", "cancelled"):
+                raise PipelineError(_nothing_to_draw(args.target, state, result))
         default = Path(f"report_{args.target}.png")
     out = write_report(data, Path(args.out) if args.out else default)
     print(f"report written to {out} ({', '.join(data.panels())})")
     return EXIT_OK
+
+
+def _nothing_to_draw(job_id: str, state: str, result: dict[str, Any]) -> str:
+    """Why a job that ended before its first epoch has no report (no file is written)."""
+    error = result.get("error") or {}
+    message = str(error.get("message") or error or "").strip()
+    first = message.splitlines()[0] if message else "no error recorded"
+    why = f": {first}" if state == "failed" else ""
+    return f"job {job_id} {state} before training{why}; nothing to draw"
 
 
 def add_commands(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> None:

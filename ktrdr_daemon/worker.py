@@ -211,9 +211,10 @@ def _train(task: WorkerTask, spool: sp.Spool, claim: sp.Claim, stop: WorkerStop,
 
     import torch
 
-    from pipeline.checkpoint import IntervalCheckpoint
+    from pipeline.checkpoint import IntervalCheckpoint, describe_resume
     from pipeline.run import run_training
     from pipeline.store import ModelStore
+    from pipeline.training_keys import TrainingConfig
 
     torch.set_num_threads(task.threads)
     try:
@@ -229,6 +230,9 @@ def _train(task: WorkerTask, spool: sp.Spool, claim: sp.Claim, stop: WorkerStop,
                              reused=True)
         resume = load_checkpoint(job_dir, progress)
         progress.set_state("running", resumed_from_epoch=_resumed_epoch(resume))
+        if resume is not None:  # say so in the log: the epochs before it are not run again
+            progress.log(describe_resume(
+                resume, TrainingConfig.from_strategy(job.strategy.training).epochs, task.attempt))
         result = run_training(
             job, data_root=Path(task.data_root), models_root=Path(task.models_root),
             device=task.device, threads=task.threads, job_id=task.job_id, on_event=progress,
@@ -237,6 +241,7 @@ def _train(task: WorkerTask, spool: sp.Spool, claim: sp.Claim, stop: WorkerStop,
                                            task.checkpoint_seconds),
             before_publish=before_publish,
             provenance=publication.provenance(task.job_id, job_file, task.attempt),
+            strict=task.strict,
         )
     except Cancelled:
         return _cancelled(spool, claim, progress)
@@ -376,12 +381,9 @@ def warm_up() -> None:
     model(torch.zeros(1, 2)).sum().backward()
     optimizer.step()
     try:  # the report: Agg canvas, fonts and the first draw are slow once per process
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
+        from pipeline.report import warm_up as warm_up_report
 
-        figure = Figure(figsize=(1, 1))
-        figure.add_subplot().set_title("warm-up")
-        FigureCanvasAgg(figure).draw()
+        warm_up_report()
     except ImportError:  # the report is optional at run time
         pass
 

@@ -94,3 +94,17 @@ def from_bytes(data: bytes) -> Any:
     except Exception as exc:  # zip, pickle and storage errors alike: not a file we wrote
         raise ValueError(f"not a readable checkpoint ({type(exc).__name__}: "
                          f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+
+
+def describe_resume(state: dict[str, Any], epochs: int, attempt: int) -> str:
+    """The log line of an attempt that resumes from ``state``: where training picks up (the
+    epoch it continues, 1-based, and the batch if mid-epoch), of how many, in which attempt.
+    A state taken at the end of training resumes to evaluate and save only."""
+    done, batch = int(state.get("epoch", 0)), int(state.get("batch", 0))
+    progress = state.get("progress") or {}
+    if done >= epochs or progress.get("stopped_early"):
+        where = (f"after training ended ({done} of {epochs} epochs run); evaluating and saving "
+                 "only")
+    else:
+        where = f"at epoch {done + 1} of {epochs}" + (f", batch {batch + 1}" if batch else "")
+    return f"resumed from checkpoint {where} (attempt {attempt})"

@@ -9,7 +9,8 @@ bars ahead (triple barrier) use the purged split of :mod:`pipeline.labels.purged
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -41,6 +42,9 @@ class Dataset:
     normalization: dict[str, dict]  # feature -> {"method": ..., params}
     rows: dict[str, dict[str, int]]  # symbol -> split name -> rows (and "purged" if any)
     train_weights: np.ndarray | None = None  # sample weight per training row, or None
+    # split -> {"first": ..., "last": ...}: the first and last bar (ISO time) over all symbols,
+    # so a reader sees which period each number was measured on.
+    spans: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 def split_counts(n: int, split: Mapping[str, float]) -> tuple[int, int, int]:
@@ -98,12 +102,16 @@ def build_dataset(
     labels: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}
     weights: list[np.ndarray] = []
     rows: dict[str, dict[str, int]] = {}
+    bounds: dict[str, list[Any]] = {s: [] for s in SPLITS}
     for part in parts:
         values = part.features.to_numpy(np.float64)
         picks = _split_rows(len(values), split, purge)
         for name in SPLITS:
             chunks[name].append(values[picks[name]])
             labels[name].append(part.labels[picks[name]])
+            times = part.features.index[picks[name]]
+            if len(times):
+                bounds[name] += [times.min(), times.max()]
         if part.weights is not None:
             weights.append(part.weights[picks["train"]])
         rows[part.symbol] = {name: len(labels[name][-1]) for name in SPLITS}
@@ -121,8 +129,10 @@ def build_dataset(
     params = fit_normalization(X["train"], names, normalization)
     X = {name: apply_normalization(X[name], names, params).astype(np.float32) for name in SPLITS}
     train_weights = np.concatenate(weights) if len(weights) == len(parts) else None
+    spans = {name: {"first": min(bounds[name]).isoformat(), "last": max(bounds[name]).isoformat()}
+             for name in SPLITS if bounds[name]}
     return Dataset(feature_names=names, X=X, y=y, normalization=params, rows=rows,
-                   train_weights=train_weights)
+                   train_weights=train_weights, spans=spans)
 
 
 def _label_array(values: np.ndarray) -> np.ndarray:

@@ -64,14 +64,27 @@ def _direction_hits(pred: Tensor, target: Tensor) -> Tensor:
 
 
 def _classification_summary(test: dict[str, Any]) -> str:
-    return (f"accuracy {test['test_accuracy']:.3f}, loss {test['test_loss']:.4f}, "
-            f"f1 {test['f1']:.3f}")
+    line = f"accuracy {test['test_accuracy']:.3f}"
+    if test.get("baseline_class") is not None:  # versions saved before it have none
+        line += (f" (majority-class baseline {test['baseline_accuracy']:.3f}: always "
+                 f"{test['baseline_class']})")
+    return line + f", loss {test['test_loss']:.4f}, f1 {test['f1']:.3f}"
+
+
+def per_class_summary(test: dict[str, Any]) -> str:
+    """Each class's precision, recall and F1 in one line: the weighted F1 hides a class the
+    model never predicts (recall 0), this line does not."""
+    return "; ".join(
+        f"{name} precision {c['precision']:.2f} recall {c['recall']:.2f} f1 {c['f1']:.2f} "
+        f"({c['support']} rows)" for name, c in (test.get("per_class") or {}).items())
 
 
 def _regression_summary(test: dict[str, Any]) -> str:
     line = (f"{test['loss']} loss {test['test_loss']:.4g}, mae {test['mae']:.4g}, "
-            f"rmse {test['rmse']:.4g}, direction {test['directional_accuracy']:.3f}, "
-            f"IC {test['spearman_ic']:+.3f}")
+            f"rmse {test['rmse']:.4g}, direction {test['directional_accuracy']:.3f}")
+    if "baseline_direction" in test:
+        line += f" (baseline {test['baseline_direction']:.3f})"
+    line += f", IC {test['spearman_ic']:+.3f}"
     if "signal_counts" in test:
         counts = test["signal_counts"]
         line += (f"; threshold {test['threshold']:g}: "

@@ -49,7 +49,8 @@ def signal_counts(returns: np.ndarray, threshold: float) -> dict[str, int]:
 
 def regression_metrics(pred: Any, y: Any, *, loss: str, huber_delta: float,
                        threshold: float | None) -> dict[str, Any]:
-    """Loss (the training one, same delta), MAE, RMSE, directional accuracy, Spearman IC, the
+    """Loss (the training one, same delta), MAE, RMSE, directional accuracy and its baseline
+    (the share of the more frequent sign of ``y``), Spearman IC, the
     signal counts the cost threshold gives (for the forecasts and for the true returns), and
     two summaries for the report: mean truth per forecast decile, and a residual histogram."""
     pred = np.asarray(pred, dtype=np.float64).reshape(-1)
@@ -64,6 +65,8 @@ def regression_metrics(pred: Any, y: Any, *, loss: str, huber_delta: float,
         "mae": 0.0,
         "rmse": 0.0,
         "directional_accuracy": 0.0,
+        # Always guessing the split's more frequent sign (up or not): the direction baseline.
+        "baseline_direction": 0.0,
         "spearman_ic": spearman(pred, y),
     }
     if loss == "huber":
@@ -74,6 +77,8 @@ def regression_metrics(pred: Any, y: Any, *, loss: str, huber_delta: float,
         out["mae"] = float(np.mean(np.abs(errors)))
         out["rmse"] = float(np.sqrt(np.mean(errors ** 2)))
         out["directional_accuracy"] = float(np.mean((pred > 0) == (y > 0)))
+        up = float(np.mean(y > 0))
+        out["baseline_direction"] = max(up, 1.0 - up)
     if threshold is not None:
         out["threshold"] = threshold
         out["signal_counts"] = signal_counts(pred, threshold)

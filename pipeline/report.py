@@ -2,16 +2,21 @@
 
 One PNG, up to five panels, each an axis labelled with its panel name (``ax.get_label()``):
 
-- ``loss`` and ``accuracy``: train and validation per epoch, the restored best epoch marked;
+- ``loss`` and ``accuracy``: train and validation per epoch, the restored best epoch marked,
+  the validation split's majority-class share as the accuracy's baseline;
 - ``confusion``: the test confusion matrix with counts, per-class precision (columns) and
-  recall (rows) in the tick labels;
+  recall (rows) in the tick labels, the test accuracy against its majority-class baseline;
+- ``per_class``: precision, recall and F1 of each class (a class never predicted is in red);
 - ``labels``: the label distribution of the train, validation and test splits;
 - ``importance``: permutation importance per feature, sorted.
 
 A regression model (forward returns) has its own: ``direction`` (the directional accuracy per
-epoch) instead of ``accuracy``, and instead of the confusion matrix and label counts
-``calibration`` (mean true return per decile of the forecast, against the forecast: predicted
-vs actual, with the cost-model thresholds) and ``residuals`` (forecast minus truth, histogram).
+epoch, against the share of the more frequent sign) instead of ``accuracy``, and instead of the
+confusion matrix, per-class and label panels ``calibration`` (mean true return per decile of
+the forecast, against the forecast: predicted vs actual, with the cost-model thresholds),
+``residuals`` (forecast minus truth, histogram) and ``signals`` (the BUY/HOLD/SELL counts the
+cost threshold gives the forecasts and the true returns). The title's last line gives each
+split's first and last bar.
 
 A saved version has everything. A running job has only its ``events.jsonl``, so its report
 shows the two curve panels and leaves the other three out (the title says why): test metrics,
@@ -19,28 +24,43 @@ importance and the split counts exist only once the model is saved.
 
 matplotlib is imported inside :func:`build_report_figure`, never at module level, so importing
 this module (and ``pipeline.run``) stays cheap for processes that never draw. No pyplot: a bare
-``Figure`` on the Agg canvas has no global state and never opens a window.
+``Figure`` on the Agg canvas (named explicitly, whatever ``MPLBACKEND`` says) has no global
+state and never opens a window.
+
+Cost. The report is drawn inside the version's staging folder, so a published version always
+has it (see :func:`pipeline.run._draw_report`); what made it slow was layout, not drawing.
+Constrained layout measured every text twice per save (about half the time), so the panels are
+placed at fixed positions in inches instead (the feature names' width sets the importance
+panel's margin), and the PNG is compressed at zlib level 3 instead of 6 (a few % bigger, the
+encoding about 35 % faster). docs/benchmarks.md has the before/after figures.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pipeline import report_panels as draw
+from pipeline.report_panels import CLASS_NAMES, SPLITS, majority_share
+
 if TYPE_CHECKING:
-    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
+__all__ = ["CLASS_NAMES", "PANELS", "REGRESSION_PANELS", "REPORT_FILE", "SPLITS", "ReportData",
+           "build_report_figure", "report_data_from_events", "report_data_from_version",
+           "write_report"]
+
 REPORT_FILE = "report.png"
-CLASS_NAMES = ("BUY", "HOLD", "SELL")  # label ids 0, 1, 2 (pipeline.labels)
-SPLITS = ("train", "validation", "test")
-PANELS = ("loss", "accuracy", "confusion", "labels", "importance")  # a classifier's
-REGRESSION_PANELS = ("loss", "direction", "calibration", "residuals", "importance")
-_SPLIT_COLORS = {"train": "#4c72b0", "validation": "#dd8452", "test": "#55a868"}
+PANELS = ("loss", "accuracy", "confusion", "per_class", "labels", "importance")  # a classifier's
+REGRESSION_PANELS = ("loss", "direction", "calibration", "residuals", "signals", "importance")
+MIDDLE = ("confusion", "per_class", "labels", "calibration", "residuals", "signals")
 
 
 @dataclass
@@ -55,6 +75,7 @@ class ReportData:
     test: dict[str, Any] | None = None  # metrics.json "test": confusion_matrix, per_class, ...
     importance: dict[str, float] | None = None
     labels: dict[str, dict[str, int]] | None = None  # split -> class name -> rows
+    splits: dict[str, dict[str, Any]] | None = None  # split -> rows, first and last bar
 
     @property
     def regression(self) -> bool:
@@ -71,9 +92,11 @@ class ReportData:
             "accuracy": not self.regression,
             "direction": self.regression,
             "confusion": bool(test.get("confusion_matrix")),
+            "per_class": bool(test.get("per_class")) and not self.regression,
             "labels": bool(self.labels) and not self.regression,
             "calibration": bool(test.get("calibration")),
             "residuals": bool((test.get("residuals") or {}).get("counts")),
+            "signals": bool(test.get("signal_counts")),
             "importance": bool(self.importance),
         }
         order = REGRESSION_PANELS if self.regression else PANELS
@@ -109,11 +132,13 @@ def report_data_from_version(folder: Path) -> ReportData:
     details = [meta.get("created_at"), ", ".join(meta.get("symbols") or []),
                meta.get("device") and f"trained on {meta['device']}"]
     if test and test.get("output_format") == "regression":
-        details.append(f"test direction {test.get('directional_accuracy', 0):.3f}, "
-                       f"MAE {test.get('mae', 0):.4g}, IC {test.get('spearman_ic', 0):+.3f}")
+        base = test.get("baseline_direction")
+        details.append(f"test direction {test.get('directional_accuracy', 0):.3f}"
+                       + ("" if base is None else f" (baseline {base:.3f})")
+                       + f", MAE {test.get('mae', 0):.4g}, IC {test.get('spearman_ic', 0):+.3f}")
     elif test:
-        details.append(f"test accuracy {test.get('test_accuracy', 0):.3f}, "
-                       f"F1 {test.get('f1', 0):.3f}")
+        details.append(f"test accuracy {test.get('test_accuracy', 0):.3f}"
+                       f"{draw.baseline_text(test)}, F1 {test.get('f1', 0):.3f}")
     return ReportData(
         title=title,
         history=list(training.get("history") or []),
@@ -122,6 +147,7 @@ def report_data_from_version(folder: Path) -> ReportData:
         test=test,
         importance=features.get("importance") or None,
         labels=labels or None,
+        splits=metrics.get("splits") or None,
     )
 
 
@@ -169,40 +195,103 @@ def report_data_from_events(events_path: Path, title: str | None = None,
 # -- drawing ---------------------------------------------------------------------------------
 
 
+def warm_up() -> None:
+    """Import matplotlib's Agg path and draw once: fonts, caches and the first draw cost a
+    process about as much as the report itself (0.57 s of CPU measured), once."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(1, 1))
+    FigureCanvasAgg(figure)
+    figure.add_subplot().set_title("warm-up", y=1.0)
+    figure.canvas.draw()
+
+
+def warm_up_in_background() -> threading.Thread | None:
+    """:func:`warm_up` on a thread of its own, started while the model trains (torch leaves
+    the GIL during its kernels, so the import overlaps training on a second core), joined
+    before the report is drawn. None where matplotlib is already loaded (a daemon worker, warmed
+    in its fork server) or missing (the report is optional)."""
+    if "matplotlib.backends.backend_agg" in sys.modules:
+        return None
+
+    def quietly() -> None:
+        with contextlib.suppress(Exception):  # drawing the report will say what is wrong
+            warm_up()
+
+    thread = threading.Thread(target=quietly, name="report-warm-up", daemon=True)
+    thread.start()
+    return thread
+
+
+_WIDTH = 14.0  # inches, at _DPI
+_DPI = 100
+_TITLE = 1.25  # inches above the first row: three title lines
+_GAP = 0.95  # between rows: the next panel's title and this one's x labels
+_BOTTOM = 0.6
+_SIDE, _RIGHT, _COLUMN_GAP = 1.15, 0.3, 1.15  # margins and gaps leave room for tick labels
+_ROW_HEIGHTS = {"curves": 3.3, "middle": 3.4}
+
+
 def build_report_figure(data: ReportData) -> Figure:
-    """The report as a matplotlib ``Figure`` on the Agg canvas (not yet saved)."""
+    """The report as a matplotlib ``Figure`` on the Agg canvas (not yet saved), its panels at
+    fixed places (no layout engine: see the module docstring)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     panels = data.panels()
-    pair = [p for p in ("confusion", "labels", "calibration", "residuals") if p in panels]
-    middle = bool(pair)
-    n_features = len(data.importance or {})
-    heights = [1.0] + ([1.15] if middle else []) + (
-        [max(1.0, 0.12 * n_features)] if n_features else [])
-    fig = Figure(figsize=(14, 1.2 + 4.2 * sum(heights)), dpi=100, layout="constrained")
-    FigureCanvasAgg(fig)
-    grid = fig.add_gridspec(len(heights), 2, height_ratios=heights)
-    fig.suptitle(f"{data.title}\n{data.status or ''}".strip(), fontsize=13)
-
-    if data.regression:
-        loss = (data.test or {}).get("loss", "training")
-        _curves(fig.add_subplot(grid[0, 0], label="loss"), data, "loss", f"{loss} loss")
-        _curves(fig.add_subplot(grid[0, 1], label="direction"), data, "directional_accuracy",
-                "directional accuracy")
-    else:
-        _curves(fig.add_subplot(grid[0, 0], label="loss"), data, "loss", "cross-entropy loss")
-        _curves(fig.add_subplot(grid[0, 1], label="accuracy"), data, "accuracy", "accuracy")
-    draw = {"confusion": lambda ax: _confusion(ax, data.test or {}),
-            "labels": lambda ax: _labels(ax, data.labels or {}),
-            "calibration": lambda ax: _calibration(ax, data.test or {}),
-            "residuals": lambda ax: _residuals(ax, data.test or {})}
-    for column, name in enumerate(pair[:2]):
-        draw[name](fig.add_subplot(grid[1, column], label=name))
+    middle = [p for p in MIDDLE if p in panels]
+    importance = data.importance or {}
+    rows: list[tuple[list[str], float]] = [(panels[:2], _ROW_HEIGHTS["curves"])]
+    if middle:
+        rows.append((middle, _ROW_HEIGHTS["middle"]))
     if "importance" in panels:
-        _importance(fig.add_subplot(grid[len(heights) - 1, :], label="importance"),
-                    data.importance or {})
+        rows.append((["importance"], max(2.2, 0.24 * len(importance))))
+    height = _TITLE + sum(h for _, h in rows) + _GAP * (len(rows) - 1) + _BOTTOM
+    fig = Figure(figsize=(_WIDTH, height), dpi=_DPI)
+    FigureCanvasAgg(fig)
+    fig.suptitle("\n".join(t for t in (data.title, data.status, _splits_line(data.splits)) if t),
+                 fontsize=12, y=1 - 0.12 / height, va="top")
+    top = height - _TITLE
+    for names, row_height in rows:
+        left = _SIDE
+        if names == ["importance"]:  # room for the longest feature name
+            left = max(_SIDE, 0.35 + 0.085 * max((len(k) for k in importance), default=0))
+        width = (_WIDTH - left - _RIGHT - _COLUMN_GAP * (len(names) - 1)) / len(names)
+        for k, name in enumerate(names):
+            x = left + k * (width + _COLUMN_GAP)
+            ax = fig.add_axes((x / _WIDTH, (top - row_height) / height, width / _WIDTH,
+                               row_height / height), label=name)
+            _draw_panel(name, ax, data)
+        top -= row_height + _GAP
     return fig
+
+
+def _draw_panel(name: str, ax: Any, data: ReportData) -> None:
+    test, labels = data.test or {}, data.labels or {}
+    if name in ("loss", "accuracy", "direction"):
+        metric = {"loss": "loss", "accuracy": "accuracy",
+                  "direction": "directional_accuracy"}[name]
+        ylabel = {"loss": f"{test.get('loss', 'training')} loss" if data.regression
+                  else "cross-entropy loss", "accuracy": "accuracy",
+                  "direction": "directional accuracy"}[name]
+        baseline = None if name == "loss" else majority_share(labels.get("validation"))
+        draw.curves(ax, data.history, data.best_epoch, data.best_note, metric, ylabel, baseline)
+    elif name == "labels":
+        draw.labels(ax, labels)
+    elif name == "importance":
+        draw.importance(ax, data.importance or {})
+    else:  # confusion, per_class, calibration, residuals, signals: from the test metrics
+        getattr(draw, name)(ax, test)
+
+
+def _splits_line(splits: dict[str, dict[str, Any]] | None) -> str:
+    """"train 2017-01-02 .. 2017-09-12 (3,480 rows) | validation ..." from metrics' splits."""
+    if not splits:
+        return ""
+    return "   |   ".join(
+        f"{split} {s['first'][:10]} .. {s['last'][:10]} ({s.get('rows', 0):,} rows)"
+        for split, s in splits.items() if s.get("first") and s.get("last"))
 
 
 def write_report(data: ReportData, out: Path) -> Path:
@@ -213,131 +302,10 @@ def write_report(data: ReportData, out: Path) -> Path:
     temp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:
         with open(temp, "wb") as handle:
-            fig.savefig(handle, format="png")
+            fig.savefig(handle, format="png", pil_kwargs={"compress_level": 3})
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temp, out)
     finally:
         temp.unlink(missing_ok=True)
     return out
-
-
-def _curves(ax: Axes, data: ReportData, metric: str, ylabel: str) -> None:
-    from matplotlib.ticker import MaxNLocator
-
-    ax.set_title(f"{ylabel.capitalize()} per epoch")
-    ax.set_xlabel("epoch")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_ylabel(ylabel)
-    ax.grid(alpha=0.3)
-    if not data.history:
-        ax.text(0.5, 0.5, "no epoch finished yet", ha="center", va="center",
-                transform=ax.transAxes, color="gray")
-        return
-    epochs = [h["epoch"] for h in data.history]
-    for split, key, color in (("train", f"train_{metric}", _SPLIT_COLORS["train"]),
-                              ("validation", f"val_{metric}", _SPLIT_COLORS["validation"])):
-        values = [h.get(key) for h in data.history]
-        ax.plot(epochs, [float("nan") if v is None else v for v in values], marker=".",
-                color=color, label=split)
-    best = next((h for h in data.history if h["epoch"] == data.best_epoch), None)
-    if best is not None:
-        ax.axvline(best["epoch"], color="black", linestyle="--", linewidth=1,
-                   label=f"best epoch {best['epoch']} ({data.best_note})")
-        if best.get(f"val_{metric}") is not None:
-            ax.plot([best["epoch"]], [best[f"val_{metric}"]], marker="*", markersize=14,
-                    color="black", linestyle="none")
-    ax.legend(loc="best")
-
-
-def _confusion(ax: Axes, test: dict[str, Any]) -> None:
-    matrix = test["confusion_matrix"]
-    per_class = test.get("per_class") or {}
-    ax.imshow(matrix, cmap="Blues")
-    top = max((max(row) for row in matrix), default=0)
-    for i, row in enumerate(matrix):
-        for j, count in enumerate(row):
-            ax.text(j, i, str(count), ha="center", va="center", fontsize=12,
-                    color="white" if top and count > top / 2 else "black")
-
-    def ratio(name: str, key: str) -> str:
-        value = per_class.get(name, {}).get(key)
-        return "-" if value is None else f"{value:.2f}"
-
-    # The label source's classes, in order (regime has 4); older versions have BUY/HOLD/SELL.
-    names = list(per_class) if len(per_class) == len(matrix) else list(CLASS_NAMES)
-    ax.set_xticks(range(len(names)),
-                  [f"{n}\nprecision {ratio(n, 'precision')}" for n in names])
-    ax.set_yticks(range(len(names)),
-                  [f"{n}\nrecall {ratio(n, 'recall')}" for n in names])
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(f"Test confusion matrix: accuracy {test.get('test_accuracy', 0):.3f}, "
-                 f"F1 {test.get('f1', 0):.3f} (weighted)")
-
-
-def _labels(ax: Axes, labels: dict[str, dict[str, int]]) -> None:
-    splits = [s for s in SPLITS if s in labels]
-    width = 0.8 / len(splits)
-    names = list(labels[splits[0]]) if splits else list(CLASS_NAMES)
-    for k, split in enumerate(splits):
-        counts = [int(labels[split].get(name, 0)) for name in names]
-        total = sum(counts) or 1
-        xs = [c + (k - (len(splits) - 1) / 2) * width for c in range(len(names))]
-        bars = ax.bar(xs, [100 * c / total for c in counts], width,
-                      color=_SPLIT_COLORS[split], label=f"{split} ({sum(counts)} rows)")
-        ax.bar_label(bars, [str(c) for c in counts], fontsize=8)
-    ax.set_xticks(range(len(names)), names)
-    ax.set_ylabel("% of the split's rows (counts on the bars)")
-    ax.set_title("Label distribution per split")
-    ax.margins(y=0.12)
-    ax.legend(loc="best")
-
-
-def _importance(ax: Axes, importance: dict[str, float]) -> None:
-    plain = {k: 0.0 if v is None else float(v) for k, v in importance.items()}
-    ranked = sorted(plain.items(), key=lambda kv: kv[1])  # barh draws bottom-up: largest on top
-    names = [k for k, _ in ranked]
-    values = [v for _, v in ranked]
-    ax.barh(names, values, color=["#4c72b0" if v >= 0 else "#c44e52" for v in values])
-    ax.axvline(0, color="black", linewidth=0.8)
-    ax.set_xlabel("rise in validation loss when the feature is shuffled")
-    ax.set_title("Permutation importance (validation split), most important on top")
-    ax.grid(axis="x", alpha=0.3)
-
-
-def _calibration(ax: Axes, test: dict[str, Any]) -> None:
-    """Predicted vs actual: each point a decile of the test rows by forecast."""
-    points = test["calibration"]
-    xs = [p["pred_mean"] for p in points]
-    ys = [p["actual_mean"] for p in points]
-    ax.plot(xs, ys, marker="o", color=_SPLIT_COLORS["test"], label="test rows, by forecast decile")
-    low, high = min(xs + ys), max(xs + ys)
-    ax.plot([low, high], [low, high], color="gray", linestyle=":", label="forecast = actual")
-    ax.axhline(0, color="black", linewidth=0.6)
-    threshold = test.get("threshold")
-    if threshold is not None:
-        for sign in (1, -1):
-            ax.axvline(sign * threshold, color="#c44e52", linestyle="--", linewidth=1,
-                       label="cost threshold" if sign > 0 else None)
-    counts = test.get("signal_counts")
-    signals = "" if not counts else " (" + ", ".join(f"{k} {v}" for k, v in counts.items()) + ")"
-    ax.set_xlabel("mean forecast return")
-    ax.set_ylabel("mean actual return")
-    ax.set_title(f"Predicted vs actual: IC {test.get('spearman_ic', 0):+.3f}, direction "
-                 f"{test.get('directional_accuracy', 0):.3f}{signals}", fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="best", fontsize=8)
-
-
-def _residuals(ax: Axes, test: dict[str, Any]) -> None:
-    """Forecast minus truth on the test rows."""
-    edges, counts = test["residuals"]["edges"], test["residuals"]["counts"]
-    widths = [b - a for a, b in zip(edges, edges[1:], strict=False)]
-    ax.bar(edges[:-1], counts, width=widths, align="edge", color=_SPLIT_COLORS["test"],
-           edgecolor="white")
-    ax.axvline(0, color="black", linewidth=0.8)
-    ax.set_xlabel("residual (forecast - actual return)")
-    ax.set_ylabel("test rows")
-    ax.set_title(f"Residuals: MAE {test.get('mae', 0):.4g}, RMSE {test.get('rmse', 0):.4g}")
-    ax.grid(axis="y", alpha=0.3)

@@ -7,6 +7,7 @@ progress files) and in who flips the stop token.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,15 +25,21 @@ from pipeline.device import describe_device, select_device
 from pipeline.errors import DataError
 from pipeline.evaluate import permutation_importance
 from pipeline.events import STEPS, OnEvent, ignore_event
-from pipeline.heads import evaluate, get_head
+from pipeline.heads import evaluate, get_head, per_class_summary
 from pipeline.job import Job
 from pipeline.ktrdr_files import version_documents
 from pipeline.ktrdr_form import form_for_type, sequence_length
 from pipeline.labels import get_source, pair_with_rows
 from pipeline.market_data import load_prices
 from pipeline.regression_metrics import label_stats
-from pipeline.report import REPORT_FILE, report_data_from_version, write_report
+from pipeline.report import (
+    REPORT_FILE,
+    report_data_from_version,
+    warm_up_in_background,
+    write_report,
+)
 from pipeline.sequence import SEQUENCE_TYPES, Windows, window_targets
+from pipeline.split_checks import split_class_problems
 from pipeline.stop import StopSource, raise_if_stopped
 from pipeline.store import ModelStore
 from pipeline.trainer import TrainingConfig, seed_everything, train_model
@@ -57,6 +64,7 @@ class StepReporter:
     def __init__(self, on_event: OnEvent, stop: StopSource | None) -> None:
         self.on_event, self.stop = on_event, stop
         self.timings: dict[str, float] = {}
+        self.warnings: list[str] = []  # every warning of the run, the job's own first
         self._current: tuple[str, float] | None = None
 
     def step(self, number: int, message: str, *, stoppable: bool = True) -> None:
@@ -72,6 +80,7 @@ class StepReporter:
         self.on_event({"type": "substep", "step": self._step_number(), "message": message})
 
     def warn(self, message: str) -> None:
+        self.warnings.append(message)
         self.on_event({"type": "warning", "message": message})
 
     def finish(self) -> None:
@@ -98,6 +107,7 @@ def run_training(
     checkpoints: CheckpointCallback | None = None,
     before_publish: Callable[[], None] | None = None,
     provenance: dict[str, Any] | None = None,
+    strict: bool = False,
 ) -> RunResult:
     """Train ``job`` and publish the model; raises ``PipelineError`` subclasses on bad input.
 
@@ -111,6 +121,8 @@ def run_training(
     there publishes nothing (the daemon's fence). ``provenance`` (the daemon's submission and
     attempt) goes into the version's metadata.json, published in the same rename: whoever finds
     the version after a crash knows which attempt of which submission made it.
+    ``strict`` (``--strict``) makes the data warnings found while running errors, as it makes
+    the job file's: a split with a single class stops the run before training.
     """
     steps = StepReporter(on_event or ignore_event, stop)
     strategy = job.strategy
@@ -187,8 +199,18 @@ def run_training(
                      for tf in spec["timeframes"]}
     dataset = build_dataset(labelled, strategy.training["data_split"], normalization, purge)
     for split in ("train", "validation", "test"):
-        steps.sub(f"{split}: {len(dataset.y[split])} rows, "
+        span = dataset.spans.get(split, {})
+        when = (f"{span['first'][:16]} .. {span['last'][:16]}, ".replace("T", " ")
+                if span else "")
+        steps.sub(f"{split}: {len(dataset.y[split])} rows, {when}"
                   f"{_distribution(dataset.y[split], classes)}")
+    problems = split_class_problems(
+        {split: _label_counts(dataset.y[split], classes) for split in dataset.y}
+        if classes else {})
+    if problems and strict:
+        raise DataError("; ".join(problems) + " (an error under --strict)")
+    for problem in problems:
+        steps.warn(problem)
     if purge is not None:
         purged = sum(r["purged"] for r in dataset.rows.values())
         steps.sub(f"{purged} rows purged or embargoed before the held-out rows")
@@ -215,6 +237,7 @@ def run_training(
     steps.step(8, f"Training model: {config.epochs} epochs, batch {config.batch_size}")
     steps.sub(describe_line(config))
     inputs, targets, weights = model_inputs(dataset, sequence_length(model))
+    warming = warm_up_in_background()  # matplotlib loads while the model trains
     if inputs["train"].shape[0] == 0:
         raise DataError(f"no training window of {sequence_length(model)} rows fits in the "
                         "training split; lower model.architecture.sequence_length")
@@ -232,6 +255,8 @@ def run_training(
     test = evaluate(model, inputs["test"], targets["test"], device=torch_device, config=config,
                     classes=classes, threshold=_threshold(strategy.decisions))
     steps.sub(head.summary(test))
+    if test.get("per_class"):
+        steps.sub(per_class_summary(test))
 
     # 10. feature importance
     steps.step(10, "Permutation importance on the validation split")
@@ -253,6 +278,8 @@ def run_training(
                      "history": trained.history, "config": config.described()},
         "test": test,
         "rows": dataset.rows,
+        "splits": {split: {"rows": int(len(dataset.y[split])), **dataset.spans.get(split, {})}
+                   for split in ("train", "validation", "test")},
         "labels": {split: _label_counts(targets[split].numpy(), classes)
                    for split in ("train", "validation", "test")},
     }
@@ -269,7 +296,7 @@ def run_training(
         config=docs["config"], metrics=docs["metrics"], features=docs["features"],
         metadata=docs["metadata"], metadata_v3=docs["metadata_v3"],
         before_publish=before_publish,
-        extra_files=lambda folder: _draw_report(folder, steps),
+        extra_files=lambda folder: _draw_report(folder, steps, warming),
     )
     steps.sub(str(model_path))
 
@@ -279,7 +306,7 @@ def run_training(
     steps.sub(f"test {head.summary(test)}; model {model_path}")
     steps.finish()
     return RunResult(model_path=model_path, metrics=metrics, timings=steps.timings,
-                     warnings=list(job.warnings), device=device_info["device"],
+                     warnings=list(steps.warnings), device=device_info["device"],
                      history=trained.history)
 
 
@@ -320,9 +347,16 @@ def model_inputs(dataset: Dataset, length: int | None
     return inputs, targets, None if weights is None else torch.from_numpy(weights)
 
 
-def _draw_report(folder: Path, steps: StepReporter) -> None:
+def _draw_report(folder: Path, steps: StepReporter, warming: threading.Thread | None) -> None:
     """Draw ``report.png`` into the staged version from its own files, as ``ktrdr-daemon report``
-    does. A picture is not worth a trained model: if drawing fails, warn and save without it."""
+    does. A picture is not worth a trained model: if drawing fails, warn and save without it.
+
+    Drawn here, inside the staging folder, the report is published in the same rename as the
+    model: no reader and no crash ever sees a version without it. Drawing it after the publish
+    would take its time off the job's wall clock but leave a window (and, after a crash, a
+    version) without it; making it cheap was chosen instead (bench/bench_report.py)."""
+    if warming is not None:
+        warming.join()
     try:
         write_report(report_data_from_version(folder), folder / REPORT_FILE)
     except Exception as exc:

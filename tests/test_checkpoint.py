@@ -25,7 +25,7 @@ from torch import Tensor
 from ktrdr_daemon import spool as sp
 from ktrdr_daemon.file_writer import FileWriter
 from ktrdr_daemon.worker import CHECKPOINT, CHECKPOINT_FILE, checkpoint_saver, load_checkpoint
-from pipeline.checkpoint import IntervalCheckpoint, from_bytes, to_bytes
+from pipeline.checkpoint import IntervalCheckpoint, describe_resume, from_bytes, to_bytes
 from pipeline.model import build_mlp
 from pipeline.trainer import CHECKPOINT_VERSION, TrainingConfig, check_checkpoint, train_model
 
@@ -291,3 +291,17 @@ def test_sigkill_after_a_mid_run_interval_checkpoint_resumes_bit_identical(
                    timeout=600, capture_output=True)
     weights = torch.load(job_dir / "weights.pt", weights_only=True)
     assert_same(weights["resumed"], weights["reference"])
+
+
+def test_the_resume_line_says_where_training_picks_up() -> None:
+    """The log line of a resumed attempt: the epoch it continues (1-based: a checkpoint after
+    epoch 2 continues epoch 3), the batch when taken mid-epoch, or that only saving is left."""
+    between = {"epoch": 2, "batch": 0, "progress": {"stopped_early": False}}
+    assert describe_resume(between, 8, 2) == "resumed from checkpoint at epoch 3 of 8 (attempt 2)"
+    mid = {"epoch": 4, "batch": 17, "progress": {"stopped_early": False}}
+    assert describe_resume(mid, 8, 3) == (
+        "resumed from checkpoint at epoch 5 of 8, batch 18 (attempt 3)")
+    for done in ({"epoch": 8, "batch": 0, "progress": {"stopped_early": False}},
+                 {"epoch": 5, "batch": 0, "progress": {"stopped_early": True}}):
+        assert describe_resume(done, 8, 2).startswith(
+            f"resumed from checkpoint after training ended ({done['epoch']} of 8 epochs run)")

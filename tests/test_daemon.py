@@ -275,6 +275,13 @@ def test_sigkill_of_the_owner_is_reclaimed_at_once_and_resumed(pair: Site) -> No
     assert result["state"] == "completed" and result["attempt"] == 2, pair.explain(job_id)
     assert result["daemon"] == other.daemon_id
     assert min(_resumed_from(pair, job_id)) >= 1
+    # The log says so, and from where: the epochs before the checkpoint are not run again.
+    resumed = [line for line in pair.log(job_id).splitlines()
+               if line.startswith("resumed from checkpoint")]
+    assert len(resumed) == 1 and resumed[0].endswith("(attempt 2)"), pair.log(job_id)
+    epoch = min(_resumed_from(pair, job_id))
+    where = "after training ended" if epoch == 8 else f"at epoch {epoch + 1} of 8"
+    assert resumed[0].startswith(f"resumed from checkpoint {where}"), resumed
     assert pair.versions(job_id) == [Path(result["model_path"])]
     owner.wait_ready()
 

@@ -15,6 +15,7 @@ from pipeline import features as feat
 from pipeline.dataset import SymbolData, build_dataset, split_counts
 from pipeline.errors import FeatureError
 from pipeline.market_data import default_data_root, load_prices
+from pipeline.split_checks import split_class_problems
 from pipeline.strategy import load_strategy
 
 EURUSD_CSV = default_data_root() / "EURUSD_1h.csv"
@@ -180,6 +181,29 @@ def test_split_per_symbol_then_concatenated_in_symbol_order() -> None:
         np.testing.assert_array_equal(data.y[name], labels)
         assert data.X[name].dtype == np.float32 and data.y[name].dtype == np.int64
     assert data.feature_names == ["1d_v_raw", "1d_w_raw"]
+    # Each split's first and last bar over both symbols (AAA days 0-10, BBB days 0-20).
+    day = [d.isoformat() for d in pd.date_range("2021-01-01", periods=21, tz="UTC")]
+    assert data.spans == {"train": {"first": day[0], "last": day[13]},
+                          "validation": {"first": day[7], "last": day[16]},
+                          "test": {"first": day[9], "last": day[20]}}
+
+
+def test_a_single_class_split_or_a_class_missing_from_train_is_named_with_the_fix() -> None:
+    fine = {"train": {"BUY": 5, "HOLD": 1, "SELL": 4}, "validation": {"BUY": 1, "HOLD": 0,
+                                                                       "SELL": 2}}
+    assert split_class_problems(fine) == []
+    one = {**fine, "validation": {"BUY": 52, "HOLD": 0, "SELL": 0}}
+    (problem,) = split_class_problems(one)
+    assert problem.startswith("the validation split has a single class, BUY (BUY 52, HOLD 0, "
+                              "SELL 0)") and "longer date range" in problem
+    missing = {**fine, "train": {"BUY": 5, "HOLD": 0, "SELL": 4}}
+    (problem,) = split_class_problems(missing)
+    assert problem.startswith("class HOLD is missing from the train split (BUY 5, HOLD 0, "
+                              "SELL 4): the model cannot learn it;")
+    only = {"train": {"BUY": 0, "HOLD": 9, "SELL": 0}, "validation": {"BUY": 0, "HOLD": 3,
+                                                                      "SELL": 0}}
+    assert [p.split(",")[0] for p in split_class_problems(only)] == [
+        "the train split has a single class", "the validation split has a single class"]
 
 
 def test_normalization_fitted_on_train_only() -> None:

@@ -222,13 +222,26 @@ def test_regression_report_has_its_own_panels(trained: dict) -> None:
     path = Path(trained["printed"]["model_path"])
     assert (path / REPORT_FILE).is_file()
     data = report_data_from_version(path)
-    assert data.panels() == ["loss", "direction", "calibration", "residuals", "importance"]
+    assert data.panels() == ["loss", "direction", "calibration", "residuals", "signals",
+                             "importance"]
     fig = build_report_figure(data)
     assert [ax.get_label() for ax in fig.axes] == data.panels()
     calibration = next(ax for ax in fig.axes if ax.get_label() == "calibration")
     points = calibration.get_lines()[0]
     assert list(points.get_xdata()) == [b["pred_mean"] for b in data.test["calibration"]]
     assert "direction" in data.status and "IC" in data.status
+    # The direction's baseline: always guessing the test split's more frequent sign.
+    test_returns = data.labels["test"]
+    up = test_returns["positive"] / test_returns["rows"]
+    assert data.test["baseline_direction"] == pytest.approx(max(up, 1 - up))
+    assert f"(baseline {max(up, 1 - up):.3f})" in data.status
+    signals = next(ax for ax in fig.axes if ax.get_label() == "signals")
+    drawn = [int(t.get_text()) for t in signals.texts]  # forecast bars, then actual ones
+    counts = [data.test[k][s] for k in ("signal_counts", "actual_signal_counts")
+              for s in ("BUY", "HOLD", "SELL")]
+    assert drawn == counts and sum(counts[:3]) == data.test["rows"]
+    assert set(data.splits) == {"train", "validation", "test"}
+    assert data.splits["test"]["rows"] == test_returns["rows"]
 
 
 def test_features_csv_writes_the_float_label(trained: dict) -> None:

@@ -118,6 +118,25 @@ def test_report_figure_shows_what_the_model_learned(trained) -> None:
                 for c in ("BUY", "HOLD", "SELL")]
     assert [t.get_text() for t in bars] == expected
 
+    # Each class's precision, recall and F1 on its own bars; the test accuracy beside the
+    # share of the test split's biggest class (what always answering it would score).
+    drawn = [t.get_text() for t in axis(fig, "per_class").texts]
+    assert drawn == [f"{per_class[c][m]:.2f}" for m in ("precision", "recall", "f1")
+                     for c in ("BUY", "HOLD", "SELL")]
+    test_counts = metrics["labels"]["test"]
+    biggest = max(test_counts, key=test_counts.get)
+    assert metrics["test"]["baseline_class"] == biggest
+    assert metrics["test"]["baseline_accuracy"] == pytest.approx(
+        test_counts[biggest] / sum(test_counts.values()))
+    assert f"vs baseline {metrics['test']['baseline_accuracy']:.3f} (always {biggest})" in (
+        axis(fig, "confusion").get_title())
+    splits = metrics["splits"]
+    assert splits["train"]["last"] <= splits["validation"]["first"] < splits["test"]["first"]
+    assert {s: splits[s]["rows"] for s in splits} == {
+        s: sum(metrics["labels"][s].values()) for s in splits}
+    assert f"test {splits['test']['first'][:10]} .. {splits['test']['last'][:10]}" in (
+        fig.get_suptitle())
+
     ranked = [t.get_text() for t in axis(fig, "importance").get_yticklabels()][::-1]
     assert ranked == sorted(importance, key=lambda k: importance[k], reverse=True)
 

@@ -187,6 +187,10 @@ def test_scontrol_requeue_resumes_from_the_checkpoint(slurm_site: Site) -> None:
                and e.get("state") == "running" and e.get("resumed_from_epoch")]
     # The checkpoint is taken mid-epoch: it records the epochs finished before it.
     assert resumed and resumed[0]["resumed_from_epoch"] >= before["epoch"] - 1, site.explain(job)
+    # The log says where it picked up; a requeue stays attempt 1.
+    line = f"resumed from checkpoint at epoch {resumed[0]['resumed_from_epoch'] + 1} of "
+    assert [ln for ln in site.log(job).splitlines()
+            if ln.startswith(line) and ln.endswith("(attempt 1)")], site.log(job)
     assert scontrol(slurm_id).get("Restarts") == "1"
     assert submitted_slurm_jobs(site, job) == [slurm_id]
     assert sorted(p.name for p in (site.job_dir(job) / "attempts").glob("*.claim")) == [

@@ -96,6 +96,7 @@ def test_each_example_trains_and_saves_a_complete_version(
         assert metadata["is_trained"] is True and metadata["strategy"] == name
         metrics = json.loads((folder / "metrics.json").read_text())
         assert metrics["test"]["test_accuracy"] == printed[name]["test_accuracy"]
+        assert metrics["test"]["baseline_accuracy"] == printed[name]["baseline_accuracy"]
         epochs = metrics["training"]["epochs_run"]
         assert epochs == (20 if name == "rsi_minimal" else 2)
         assert len(metrics["training"]["history"]) == epochs
