@@ -217,6 +217,6 @@ def signals(ax: Axes, test: dict[str, Any]) -> None:
         ax.bar_label(bars, [str(v) for v in values], fontsize=7)
     ax.set_xticks(range(3), names)
     ax.set_ylabel("test rows")
-    ax.set_title(f"Signals at threshold +-{test.get('threshold', 0):g}", fontsize=10, y=1.0)
+    ax.set_title(f"Signals at threshold ±{test.get('threshold', 0):g}", fontsize=10, y=1.0)
     ax.margins(y=0.12)
     ax.legend(loc="best", fontsize=8)
