@@ -24,9 +24,11 @@ demo: venv
 	$(BIN)/ktrdr-daemon run --once --daemon-id demo
 	$(BIN)/ktrdr-daemon models
 
+# Two workers (pytest-xdist): most tests wait on real daemons and subprocesses. loadscope keeps
+# each module on one worker, in file order, so a module's daemon or trained model is built once.
 test: venv
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadscope
 
 lint: venv
 	$(BIN)/ruff check .
