@@ -74,10 +74,16 @@ class VersionInfo:
         training = metrics.get("training") or {}
         summary = meta.get("training_summary") or {}
         config = training.get("config") or {}
+        # The date range the job asked for; where it took all the data (no range), the bars
+        # it saw: the first train bar and the last test bar, where recorded.
+        splits = metrics.get("splits") or {}
+        first = (splits.get("train") or {}).get("first")
+        last = (splits.get("test") or {}).get("last")
         return {
             "job_id": meta.get("job_id"), "attempt": meta.get("attempt"),
             "seed": meta.get("seed"), "device": meta.get("device"),
-            "start_date": metrics.get("start_date"), "end_date": metrics.get("end_date"),
+            "start_date": metrics.get("start_date") or (str(first)[:10] if first else None),
+            "end_date": metrics.get("end_date") or (str(last)[:10] if last else None),
             "epochs_run": training.get("epochs_run", summary.get("epochs")),
             "epochs": config.get("epochs") if isinstance(config, dict) else None,
         }

@@ -218,3 +218,19 @@ def test_unsafe_names_are_refused(tmp_path: Path) -> None:
         save(ModelStore(tmp_path), strategy_name="../evil")
     with pytest.raises(PipelineError, match="cannot name"):
         save(ModelStore(tmp_path), base_timeframe=".staging")
+
+
+def test_provenance_dates_are_the_asked_range_else_the_bars_seen(tmp_path: Path) -> None:
+    """`models` shows a version's date range: the job's start/end when it gave them, else (all
+    the data) the first train bar and the last test bar its metrics recorded, never "-..-"."""
+    from pipeline.versions import VersionInfo
+
+    splits = {"train": {"rows": 9, "first": "2017-04-19T00:00:00+00:00", "last": "x"},
+              "test": {"rows": 3, "first": "y", "last": "2018-02-07T23:00:00+00:00"}}
+    whole = VersionInfo("s", "1h", 1, tmp_path, {"splits": splits}, None).provenance
+    assert (whole["start_date"], whole["end_date"]) == ("2017-04-19", "2018-02-07")
+    asked = VersionInfo("s", "1h", 2, tmp_path, {"splits": splits, "start_date": "2017-05-01",
+                                                 "end_date": "2018-01-31"}, None).provenance
+    assert (asked["start_date"], asked["end_date"]) == ("2017-05-01", "2018-01-31")
+    old = VersionInfo("s", "1h", 3, tmp_path, {}, None).provenance  # written before splits
+    assert (old["start_date"], old["end_date"]) == (None, None)
