@@ -133,11 +133,12 @@ def _store_names(root: Path) -> set[str]:
 def _print_version(v: dict[str, Any]) -> None:
     if v.get("mae") is not None:  # a regression model
         dirn, mae = _fmt(v.get("directional_accuracy")), f"{v['mae']:.4g}"
-        print(f"  {v['version']:<10} dir {dirn}  mae {mae}  {v['created_at']}  {v['path']}")
+        print(f"  {v['version']:<10} dir {dirn}{_base(v.get('baseline_direction'))}  "
+              f"mae {mae}  {v['created_at']}  {v['path']}")
     else:
         acc, f1, val = (_fmt(v[k]) for k in ("test_accuracy", "f1", "best_val_accuracy"))
-        print(f"  {v['version']:<10} acc {acc}  f1 {f1}  val {val}  {v['created_at']}  "
-              f"{v['path']}")
+        print(f"  {v['version']:<10} acc {acc}{_base(v.get('baseline_accuracy'))}  f1 {f1}  "
+              f"val {val}  {v['created_at']}  {v['path']}")
     print(f"  {'':<10} {_trained_how(v)}")
     print(f"  {'':<10} report {v['report'] or '(none: ktrdr-daemon report PATH)'}")
 
@@ -154,6 +155,11 @@ def _trained_how(v: dict[str, Any]) -> str:
                                       else str(run))
     seed = "-" if v.get("seed") is None else v["seed"]
     return f"job {job}  seed {seed}  {dates}  epochs {epochs}  {v.get('device') or '-'}"
+
+
+def _base(value: float | None) -> str:
+    """`` (base 0.663)``: the majority baseline beside the score, where the version has one."""
+    return "" if value is None else f" (base {value:.3f})"
 
 
 def _fmt(value: float | None) -> str:

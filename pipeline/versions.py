@@ -62,7 +62,10 @@ class VersionInfo:
             "recall": test.get("recall", self.metrics.get("recall")),
             "best_val_accuracy": self.metrics.get(
                 "best_val_accuracy", summary.get("best_val_accuracy")),
-            **({"directional_accuracy": test.get("directional_accuracy"), "mae": test["mae"]}
+            # What always guessing the commonest class (sign) scores: the bar to clear.
+            "baseline_accuracy": test.get("baseline_accuracy"),
+            **({"directional_accuracy": test.get("directional_accuracy"), "mae": test["mae"],
+                "baseline_direction": test.get("baseline_direction")}
                if test.get("output_format") == "regression" else {}),
         }
 

@@ -10,6 +10,7 @@ submitted and drained by one ``run --once``.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -84,6 +85,8 @@ def test_models_says_how_each_version_was_trained(user: User) -> None:
     assert how["seed7"] == ["job", "seed7", "(attempt", "1)", "seed", "7",
                             "2017-06-01..2017-09-01", "epochs", "2", "cpu"]
     assert how["seed8"][5] == "8"
+    for line in lines[1::3]:  # the score beside what always guessing the commonest class gets
+        assert re.search(r"acc \d\.\d{3} \(base \d\.\d{3}\)  f1 ", line), line
     said = user.run("models", "--json")
     rows = {r["strategy"]: r for r in json.loads(said.out)}
     assert rows["multi_indicator"] == {"strategy": "multi_indicator", "trained": False,
@@ -95,6 +98,9 @@ def test_models_says_how_each_version_was_trained(user: User) -> None:
                                   "end_date", "epochs", "epochs_run")} == {
         "job_id": "seed7", "attempt": 1, "seed": 7, "device": "cpu",
         "start_date": "2017-06-01", "end_date": "2017-09-01", "epochs": 2, "epochs_run": 2}
+    version = user.home / first["path"]
+    test = json.loads((version / "metrics.json").read_text())["test"]
+    assert first["baseline_accuracy"] == test["baseline_accuracy"] > 0
 
 
 def test_models_of_an_unknown_name_is_an_error_with_did_you_mean(user: User) -> None:
