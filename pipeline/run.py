@@ -132,21 +132,7 @@ def run_training(
 
     # 1. data loading
     steps.step(1, f"Loading market data for {_count(len(symbols), 'symbol')}")
-    bars: dict[str, dict[str, Any]] = {}
-    for symbol in symbols:
-        bars[symbol] = {}
-        for tf in timeframes:
-            frame = load_prices(data_root, symbol, tf, strategy.start_date, strategy.end_date)
-            if len(frame) < strategy.history_required and tf == base_tf:
-                raise DataError(
-                    f"{symbol} {tf}: {len(frame)} bars, fewer than training_data.history_required"
-                    f" ({strategy.history_required}); widen the date range or lower it")
-            bars[symbol][tf] = frame
-            steps.sub(f"{symbol} {tf}: {len(frame)} bars, "
-                      f"{frame.index[0]:%Y-%m-%d %H:%M} .. {frame.index[-1]:%Y-%m-%d %H:%M}")
-    context = feat.load_context_series(strategy, data_root)
-    for source_id, series in context.items():
-        steps.sub(f"context {source_id}: {len(series.frame)} rows from {series.origin}")
+    bars, context = _load_market_data(strategy, data_root, steps)
 
     # 2. indicators
     steps.step(2, f"Computing {_count(len(strategy.indicators), 'indicator')} "
@@ -180,44 +166,14 @@ def run_training(
     source = get_source(labels_cfg["source"])
     classes = source.classes
     steps.step(5, f"Labelling with {source.describe(labels_cfg)}")
-    labelled: list[SymbolData] = []
-    for symbol in symbols:
-        base = bars[symbol][base_tf]
-        result = source.label(base, labels_cfg)
-        keep, labels, weights = pair_with_rows(result, base.index, tables[symbol].index)
-        labelled.append(SymbolData(symbol, tables[symbol][keep], labels, weights))
-        dropped = "" if keep.all() else f" ({int((~keep).sum())} rows without a label dropped)"
-        extra = "".join(f", {k.replace('_', ' ')} {v}" for k, v in result.info.items())
-        steps.sub(f"{symbol}: {_distribution(labels, classes)}{dropped}{extra}")
+    labelled = [_label_symbol(symbol, source, labels_cfg, bars[symbol][base_tf],
+                              tables[symbol], steps) for symbol in symbols]
 
     # 6. dataset
     purge = source.purge_bars(labels_cfg) if source.purge_bars is not None else None
     how = f", purging {purge}-bar label windows" if purge is not None else ""
     steps.step(6, f"Combining symbols and splitting chronologically{how}")
-    normalization = {f"{tf}_{spec['raw_indicator']}_raw": spec.get("normalization", "none")
-                     for spec in strategy.nn_inputs if "raw_indicator" in spec
-                     for tf in spec["timeframes"]}
-    dataset = build_dataset(labelled, strategy.training["data_split"], normalization, purge)
-    for split in ("train", "validation", "test"):
-        span = dataset.spans.get(split, {})
-        when = (f"{span['first'][:16]} .. {span['last'][:16]}, ".replace("T", " ")
-                if span else "")
-        steps.sub(f"{split}: {len(dataset.y[split])} rows, {when}"
-                  f"{_distribution(dataset.y[split], classes)}")
-    problems = split_class_problems(
-        {split: _label_counts(dataset.y[split], classes) for split in dataset.y}
-        if classes else {})
-    if problems and strict:
-        raise DataError("; ".join(problems) + " (an error under --strict)")
-    for problem in problems:
-        steps.warn(problem)
-    if purge is not None:
-        purged = sum(r["purged"] for r in dataset.rows.values())
-        steps.sub(f"{purged} rows purged or embargoed before the held-out rows")
-    if dataset.train_weights is not None:
-        steps.sub("training rows drawn by uniqueness weight (with replacement), "
-                  f"weights {dataset.train_weights.min():.3f} .. "
-                  f"{dataset.train_weights.max():.3f}")
+    dataset = _split(strategy, labelled, purge, classes, steps, strict)
 
     # 7. model creation
     config = TrainingConfig.from_strategy(strategy.training)
@@ -270,19 +226,7 @@ def run_training(
     # 11. model saving
     steps.step(11, f"Saving the model to {models_root}")
     raise_if_stopped(stop)
-    metrics = {
-        "training": {"best_epoch": trained.best_epoch, "best_val_loss": trained.best_val_loss,
-                     "epochs_run": trained.epochs_run, "stopped_early": trained.stopped_early,
-                     "duration": trained.duration,
-                     "samples_per_second": trained.samples_per_second,
-                     "history": trained.history, "config": config.described()},
-        "test": test,
-        "rows": dataset.rows,
-        "splits": {split: {"rows": int(len(dataset.y[split])), **dataset.spans.get(split, {})}
-                   for split in ("train", "validation", "test")},
-        "labels": {split: _label_counts(targets[split].numpy(), classes)
-                   for split in ("train", "validation", "test")},
-    }
+    metrics = _metrics(trained, config, test, dataset, targets, classes)
     # Every file in KTRDR's shape with our own keys beside (spec 10.1).
     docs = version_documents(
         strategy=strategy, names=names, normalization=dataset.normalization,
@@ -309,6 +253,88 @@ def run_training(
                      warnings=list(steps.warnings), device=device_info["device"],
                      history=trained.history)
 
+
+
+def _load_market_data(strategy: Any, data_root: Path, steps: StepReporter
+                      ) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """Step 1: every symbol's bars on every timeframe, and the context series."""
+    bars: dict[str, dict[str, Any]] = {}
+    for symbol in strategy.symbols:
+        bars[symbol] = {}
+        for tf in strategy.timeframes:
+            frame = load_prices(data_root, symbol, tf, strategy.start_date, strategy.end_date)
+            if len(frame) < strategy.history_required and tf == strategy.base_timeframe:
+                raise DataError(
+                    f"{symbol} {tf}: {len(frame)} bars, fewer than training_data.history_required"
+                    f" ({strategy.history_required}); widen the date range or lower it")
+            bars[symbol][tf] = frame
+            steps.sub(f"{symbol} {tf}: {len(frame)} bars, "
+                      f"{frame.index[0]:%Y-%m-%d %H:%M} .. {frame.index[-1]:%Y-%m-%d %H:%M}")
+    context = feat.load_context_series(strategy, data_root)
+    for source_id, series in context.items():
+        steps.sub(f"context {source_id}: {len(series.frame)} rows from {series.origin}")
+    return bars, context
+
+
+def _label_symbol(symbol: str, source: Any, labels_cfg: dict, base: Any, table: Any,
+                  steps: StepReporter) -> SymbolData:
+    """Step 5 for one symbol: its labels on its own base bars, paired with its feature rows."""
+    result = source.label(base, labels_cfg)
+    keep, labels, weights = pair_with_rows(result, base.index, table.index)
+    dropped = "" if keep.all() else f" ({int((~keep).sum())} rows without a label dropped)"
+    extra = "".join(f", {k.replace('_', ' ')} {v}" for k, v in result.info.items())
+    steps.sub(f"{symbol}: {_distribution(labels, source.classes)}{dropped}{extra}")
+    return SymbolData(symbol, table[keep], labels, weights)
+
+
+def _split(strategy: Any, labelled: list[SymbolData], purge: int | None, classes: tuple,
+           steps: StepReporter, strict: bool) -> Dataset:
+    """Step 6: the symbols combined and split, each split's rows, dates and classes said, and
+    a split a classifier cannot learn from warned about (an error under ``strict``)."""
+    normalization = {f"{tf}_{spec['raw_indicator']}_raw": spec.get("normalization", "none")
+                     for spec in strategy.nn_inputs if "raw_indicator" in spec
+                     for tf in spec["timeframes"]}
+    dataset = build_dataset(labelled, strategy.training["data_split"], normalization, purge)
+    for split in ("train", "validation", "test"):
+        span = dataset.spans.get(split, {})
+        when = (f"{span['first'][:16]} .. {span['last'][:16]}, ".replace("T", " ")
+                if span else "")
+        steps.sub(f"{split}: {len(dataset.y[split])} rows, {when}"
+                  f"{_distribution(dataset.y[split], classes)}")
+    problems = split_class_problems(
+        {split: _label_counts(dataset.y[split], classes) for split in dataset.y}
+        if classes else {})
+    if problems and strict:
+        raise DataError("; ".join(problems) + " (an error under --strict)")
+    for problem in problems:
+        steps.warn(problem)
+    if purge is not None:
+        purged = sum(r["purged"] for r in dataset.rows.values())
+        steps.sub(f"{purged} rows purged or embargoed before the held-out rows")
+    if dataset.train_weights is not None:
+        steps.sub("training rows drawn by uniqueness weight (with replacement), "
+                  f"weights {dataset.train_weights.min():.3f} .. "
+                  f"{dataset.train_weights.max():.3f}")
+    return dataset
+
+
+def _metrics(trained: Any, config: TrainingConfig, test: dict[str, Any], dataset: Dataset,
+             targets: dict[str, Any], classes: tuple[str, ...]) -> dict[str, Any]:
+    """Our metrics.json: the training run, the test metrics, and each split's rows, dates and
+    classes (the windows' labels for a sequence model)."""
+    splits = ("train", "validation", "test")
+    return {
+        "training": {"best_epoch": trained.best_epoch, "best_val_loss": trained.best_val_loss,
+                     "epochs_run": trained.epochs_run, "stopped_early": trained.stopped_early,
+                     "duration": trained.duration,
+                     "samples_per_second": trained.samples_per_second,
+                     "history": trained.history, "config": config.described()},
+        "test": test,
+        "rows": dataset.rows,
+        "splits": {split: {"rows": int(len(dataset.y[split])), **dataset.spans.get(split, {})}
+                   for split in splits},
+        "labels": {split: _label_counts(targets[split].numpy(), classes) for split in splits},
+    }
 
 def _build_model(arch: dict[str, Any], inputs: int, outputs: int) -> torch.nn.Module:
     """Step 7's network, built by its model type's one builder (the one the store loads with):
