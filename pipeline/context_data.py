@@ -22,7 +22,10 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # annotations only: the collector lives with the schema
+    from pipeline.schema.check import Check
 
 import numpy as np
 import pandas as pd
@@ -43,13 +46,6 @@ _USED = ("provider", "symbol", "timeframe", "series", "report", "publication_lag
 _IGNORED = ("instrument_type", "frequency", "currencies", "min_impact", "broker")
 _SYMBOL = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}$")
 _SERIES = re.compile(r"^[A-Za-z0-9_]{1,64}$")
-
-
-class Check(Protocol):
-    """What the strategy loader's collector offers: errors and warnings with key paths."""
-
-    def error(self, path: str, message: str) -> None: ...
-    def warn(self, path: str, message: str) -> None: ...
 
 
 @dataclass(frozen=True)

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from pipeline.errors import PipelineError
-from pipeline.schema.check import is_number, show
+from pipeline.schema.check import Check, is_number, show
 
 OUTPUT_FORMATS = ("classification", "regression")
 LOSSES: dict[str, tuple[str, ...]] = {"classification": ("cross_entropy", "focal"),
@@ -164,20 +164,6 @@ def _config_problems(c: TrainingConfig) -> list[str]:
 # --------------------------------------------------------------------------- strategy side
 
 
-class Checker(Protocol):
-    """The strategy loader's error collector (pipeline.schema.check.Check)."""
-
-    def error(self, path: str, message: str) -> None: ...
-    def warn(self, path: str, message: str) -> None: ...
-    def unused(self, mapping: Mapping, known: tuple[str, ...], prefix: str) -> None: ...
-    def integer(self, mapping: Mapping, key: str, path: str, default: int,
-                minimum: int) -> int: ...
-    def number(self, mapping: Mapping, key: str, path: str, default: float, allowed: str,
-               ok: Any) -> float: ...
-    def choice(self, mapping: Mapping, key: str, path: str, default: str,
-               allowed: tuple) -> str: ...
-
-
 # Keys of ``training`` read here (labels, data_split and seed are the loader's own).
 OPTIMISATION_KEYS = ("epochs", "batch_size", "learning_rate", "loss", "focal_gamma",
                      "huber_delta", "optimizer", "weight_decay", "momentum", "gradient_clip",
@@ -185,7 +171,7 @@ OPTIMISATION_KEYS = ("epochs", "batch_size", "learning_rate", "loss", "focal_gam
 
 
 def read_optimisation(section: Mapping[str, Any], output_format: str,
-                      check: Checker) -> dict[str, Any]:
+                      check: Check) -> dict[str, Any]:
     """The optimisation keys of ``training``, checked and filled with the defaults above.
 
     ``output_format`` decides the allowed losses and the default loss and weight decay."""
@@ -223,7 +209,7 @@ def read_optimisation(section: Mapping[str, Any], output_format: str,
     return values
 
 
-def _loss(section: Mapping[str, Any], fmt: str, check: Checker) -> str:
+def _loss(section: Mapping[str, Any], fmt: str, check: Check) -> str:
     value = section.get("loss")
     allowed = LOSSES[fmt]
     if value is None:
@@ -238,7 +224,7 @@ def _loss(section: Mapping[str, Any], fmt: str, check: Checker) -> str:
     return text
 
 
-def _gradient_clip(section: Mapping[str, Any], check: Checker) -> float | None:
+def _gradient_clip(section: Mapping[str, Any], check: Check) -> float | None:
     """A max gradient norm; ``0`` or ``false`` turns clipping off; ``true`` is the default."""
     value = section.get("gradient_clip", DEFAULTS["gradient_clip"])
     if value is None or value is True:
@@ -252,7 +238,7 @@ def _gradient_clip(section: Mapping[str, Any], check: Checker) -> float | None:
     return float(value)
 
 
-def _lr_scheduler(section: Mapping[str, Any], check: Checker) -> dict | None:
+def _lr_scheduler(section: Mapping[str, Any], check: Check) -> dict | None:
     """``true`` is reduce_on_plateau with KTRDR's defaults; a mapping names its ``type``
     (KTRDR's default type: step) and any of that type's parameters."""
     path = "training.lr_scheduler"
@@ -283,7 +269,7 @@ def _lr_scheduler(section: Mapping[str, Any], check: Checker) -> dict | None:
     return out
 
 
-def _early_stopping(section: Mapping[str, Any], check: Checker) -> dict | None:
+def _early_stopping(section: Mapping[str, Any], check: Check) -> dict | None:
     """Off unless configured; ``true`` is the defaults; ``enabled: false`` turns it off."""
     path = "training.early_stopping"
     value = section.get("early_stopping")
