@@ -44,6 +44,8 @@ class Head:
     val_extra: Callable[[Tensor, Tensor], dict[str, float]]  # more per-epoch val metrics
     scorer: Callable[[TrainingConfig], LossFn]
     summary: Callable[[dict[str, Any]], str]  # a test result in one line
+    # The test split's metrics: (model, X, y, device, config, classes, threshold) -> dict.
+    test_metrics: Callable[..., dict[str, Any]]
 
 
 def _classification_criterion(config: TrainingConfig, y_train: Tensor, outputs: int) -> LossFn:
@@ -92,6 +94,20 @@ def _regression_summary(test: dict[str, Any]) -> str:
     return line
 
 
+def _classification_test(model: nn.Module, X: Any, y: Any, device: torch.device,
+                         config: TrainingConfig, classes: Sequence[str],
+                         threshold: float | None) -> dict[str, Any]:
+    return evaluate_model(model, X, y, device=device, class_names=classes)
+
+
+def _regression_test(model: nn.Module, X: Any, y: Any, device: torch.device,
+                     config: TrainingConfig, classes: Sequence[str],
+                     threshold: float | None) -> dict[str, Any]:
+    pred = _logits(model, X, torch.device(device), 1).reshape(-1).numpy()
+    return regression_metrics(pred, torch.as_tensor(y).double().numpy(), loss=str(config.loss),
+                              huber_delta=config.huber_delta, threshold=threshold)
+
+
 HEADS: dict[str, Head] = {
     "classification": Head(
         name="classification",
@@ -103,6 +119,7 @@ HEADS: dict[str, Head] = {
         val_extra=lambda logits, target: {},
         scorer=lambda config: lambda logits, target: F.cross_entropy(logits, target),
         summary=_classification_summary,
+        test_metrics=_classification_test,
     ),
     "regression": Head(
         name="regression",
@@ -116,6 +133,7 @@ HEADS: dict[str, Head] = {
         scorer=lambda config: lambda pred, target: regression_loss(
             pred, target, str(config.loss), config.huber_delta),
         summary=_regression_summary,
+        test_metrics=_regression_test,
     ),
 }
 
@@ -133,11 +151,8 @@ def evaluate(model: nn.Module, X: Any, y: Any, *, device: torch.device, config: 
              classes: Sequence[str], threshold: float | None = None) -> dict[str, Any]:
     """Test-split metrics of ``config.output_format``'s head (``threshold``: regression's
     cost-model threshold for the BUY/HOLD/SELL counts)."""
-    if config.output_format == "regression":
-        pred = _logits(model, X, torch.device(device), 1).reshape(-1).numpy()
-        return regression_metrics(pred, torch.as_tensor(y).double().numpy(), loss=str(config.loss),
-                                  huber_delta=config.huber_delta, threshold=threshold)
-    return evaluate_model(model, X, y, device=device, class_names=classes)
+    return get_head(config.output_format).test_metrics(model, X, y, device, config, classes,
+                                                       threshold)
 
 
 def test_summary(test: dict[str, Any]) -> str:
