@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import select
+import time
 import tomllib
 from pathlib import Path
 
@@ -168,6 +169,13 @@ def test_wait_reports_each_end_and_exits_by_the_worst(user: User) -> None:
     assert "stopped waiting; the jobs go on (1 not ended: w3)" in stopped.err
     assert "Traceback" not in stopped.err
     assert sp.job_state(spool, "w3") == "queued"  # waiting changed nothing
+
+    following = user.start("tail", "w3", "--no-log")  # tail waits for a queued job too
+    time.sleep(1.5)  # let it start drawing
+    stopped = User.interrupt(following)
+    assert stopped.rc == 130, stopped  # what `tail --help` says
+    assert "stopped following; the job goes on" in stopped.err
+    assert "Traceback" not in stopped.err and sp.job_state(spool, "w3") == "queued"
 
 
 def test_tail_and_wait_help_list_the_interrupt_status(user: User) -> None:
