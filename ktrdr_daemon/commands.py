@@ -67,47 +67,50 @@ def cmd_tail(args: argparse.Namespace) -> int:
 CANCELLABLE, RETRYABLE = ("queued", "running"), ("failed", "cancelled")
 
 
-def select_jobs(args: argparse.Namespace, spool: sp.Spool,
-                applies_to: tuple[str, ...]) -> list[str] | str:
-    """The job ids a bulk command acts on: its IDs, or every job in ``--state`` (or, with
-    ``--all``, in any state it ``applies_to``), oldest first;
-    else the problem (a usage error, or no jobs folder) as a string."""
+def _selected(args: argparse.Namespace,
+              applies_to: tuple[str, ...]) -> tuple[sp.Spool, list[str]] | int:
+    """The spool and the job ids a bulk command acts on: its IDs, or every job in ``--state``
+    (or, with ``--all``, in any state it ``applies_to``), oldest first. Else, having said what
+    is wrong, the exit status: a usage error, or a spool without a jobs folder (wrong --spool)."""
+    spool = spool_from(args)
     states = args.state or (list(applies_to) if args.all else [])
     if args.job_ids and states:
-        return "give job IDs, or --state/--all, not both"
+        err(f"{args.command}: give job IDs, or --state/--all, not both")
+        return EXIT_USAGE
     if not args.job_ids and not states:
-        return f"give job IDs, --state {'|'.join(applies_to)} or --all"
+        err(f"{args.command}: give job IDs, --state {'|'.join(applies_to)} or --all")
+        return EXIT_USAGE
     if args.job_ids:
-        return list(args.job_ids)
+        return spool, list(args.job_ids)
     if not spool.jobs.is_dir():
-        return f"{spool.jobs} does not exist (wrong --spool?)"
+        err(f"{spool.jobs} does not exist (wrong --spool?)")
+        return EXIT_FAILED
     jobs = [j for state in dict.fromkeys(states) for j in sp.list_jobs(spool, state)]
     jobs.sort(key=lambda j: (j.submitted_at, j.id))
-    return [j.id for j in jobs]
+    return spool, [j.id for j in jobs]
 
 
-def _usage(args: argparse.Namespace, problem: str) -> int:
-    """A selection problem: a usage error, or (no jobs folder) a wrong spool."""
-    if problem.endswith("(wrong --spool?)"):
-        err(problem)
-        return EXIT_FAILED
-    err(f"{args.command}: {problem}")
-    return EXIT_USAGE
+def _known(spool: sp.Spool, job_id: str, counts: Counter[str]) -> bool:
+    """Whether ``job_id`` names a job; if not, say so (with the ids meant) and count it."""
+    if (problem := unknown_job(spool, job_id)) is None:
+        return True
+    err(problem)
+    counts["unknown"] += 1
+    return False
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
     """Cancel: a queued job ends cancelled now; a running one stops at its next batch."""
     from ktrdr_daemon.job_files import mirror_result
 
-    spool = spool_from(args)
-    selected = select_jobs(args, spool, CANCELLABLE)
-    if isinstance(selected, str):
-        return _usage(args, selected)
+    selection = _selected(args, CANCELLABLE)
+    if isinstance(selection, int):
+        return selection
+    spool, selected = selection
     status, counts = EXIT_OK, Counter[str]()
     for job_id in selected:
-        if (problem := unknown_job(spool, job_id)) is not None:
-            err(problem)
-            status, counts["unknown"] = EXIT_FAILED, counts["unknown"] + 1
+        if not _known(spool, job_id, counts):
+            status = EXIT_FAILED
             continue
         info = sp.job_info(spool, job_id)
         if info.state in sp.TERMINAL:
@@ -140,15 +143,14 @@ def cmd_retry(args: argparse.Namespace) -> int:
     """Requeue failed or cancelled jobs as a new attempt (the attempt budget restarts)."""
     from ktrdr_daemon.job_files import append_log, mirror_state
 
-    spool = spool_from(args)
-    selected = select_jobs(args, spool, RETRYABLE)
-    if isinstance(selected, str):
-        return _usage(args, selected)
+    selection = _selected(args, RETRYABLE)
+    if isinstance(selection, int):
+        return selection
+    spool, selected = selection
     status, counts = EXIT_OK, Counter[str]()
     for job_id in selected:
-        if (problem := unknown_job(spool, job_id)) is not None:
-            err(problem)
-            status, counts["unknown"] = EXIT_FAILED, counts["unknown"] + 1
+        if not _known(spool, job_id, counts):
+            status = EXIT_FAILED
             continue
         try:
             attempt = sp.retry_job(spool, job_id)
