@@ -38,14 +38,14 @@ from ktrdr_daemon.settings import Settings
 
 def cmd_tail(args: argparse.Namespace) -> int:
     """Follow a job until it ends; exit 0 completed, 1 failed, 2 cancelled, 130 on Ctrl-C."""
-    from ktrdr_daemon import tailing
-
     spool = spool_from(args)
     problem = unknown_job(spool, args.job_id)
     if problem is not None and "still in" not in problem:  # a submitted job is waited for
         err(problem)
         return EXIT_FAILED
-    try:
+    try:  # the imports too: a Ctrl-C while they load is the same interrupt
+        from ktrdr_daemon import tailing
+
         if args.json:
             state = tailing.follow_json(spool, args.job_id, sys.stdout)
         else:

@@ -6,10 +6,10 @@ synthetic folders made through the spool API, so no daemon is needed.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import select
-import time
 import tomllib
 from pathlib import Path
 
@@ -170,8 +170,8 @@ def test_wait_reports_each_end_and_exits_by_the_worst(user: User) -> None:
     assert "Traceback" not in stopped.err
     assert sp.job_state(spool, "w3") == "queued"  # waiting changed nothing
 
-    following = user.start("tail", "w3", "--no-log")  # tail waits for a queued job too
-    time.sleep(1.5)  # let it start drawing
+    following = user.start("tail", "w3", "--json")  # tail waits for a queued job too
+    assert json.loads(read_line(following.stdout))["state"] == "queued"  # following it
     stopped = User.interrupt(following)
     assert stopped.rc == 130, stopped  # what `tail --help` says
     assert "stopped following; the job goes on" in stopped.err
