@@ -21,13 +21,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from bench.bench_trainer import minimal_loop
 from bench.docs import publish
 from pipeline.job import load_job
 from pipeline.market_data import default_data_root
 from pipeline.run import run_training
 from pipeline.sequence import Windows, build_recurrent
 from pipeline.stop import StopToken
-from pipeline.trainer import TrainingConfig, class_weights, seed_everything, train_model
+from pipeline.trainer import TrainingConfig, seed_everything, train_model
 
 HEADING = "## Sequence models (LSTM)"
 # Validation is 5 % of the training rows, as in bench_trainer (20,000 and 1,000): it is work
@@ -74,23 +75,6 @@ KTRDR_MEASURED = {  # 2026-12-06 23:47 - 2026-12-07 00:28 UTC, load average 3 - 
 }
 
 
-def minimal_loop(model: nn.Module, view: torch.Tensor, y: torch.Tensor, epochs: int) -> None:
-    """The baseline: what anyone would write by hand over ``unfold`` windows."""
-    criterion = nn.CrossEntropyLoss(weight=class_weights(y))
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=1e-4)
-    generator = torch.Generator().manual_seed(0)
-    model.train()
-    for _ in range(epochs):
-        order = torch.randperm(len(view), generator=generator)
-        for start in range(0, len(view), BATCH):
-            index = order[start : start + BATCH]
-            optimizer.zero_grad(set_to_none=True)
-            loss = criterion(model(view[index]), y[index])
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-
-
 def throughput(shape: tuple, repeats: int) -> tuple[float, float, float, float]:
     """Best and median samples/s of (minimal loop, train_model), interleaved repeats."""
     features, hidden, layers, dropout = shape
@@ -108,7 +92,7 @@ def throughput(shape: tuple, repeats: int) -> tuple[float, float, float, float]:
             model = build_recurrent("lstm", features, hidden, layers, dropout, LENGTH)
             start = time.perf_counter()
             if name == "minimal":
-                minimal_loop(model, view, y, 1)
+                minimal_loop(model, view, y, 1, BATCH)  # over the unfold windows
             else:
                 train_model(model, train, y, val, yv, config, device=torch.device("cpu"),
                             on_event=lambda event: None, stop=StopToken())
