@@ -39,14 +39,6 @@ def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     site.stop_all()
 
 
-@pytest.fixture
-def site(tmp_path: Path) -> Iterator[Site]:
-    """A fresh spool for a test that starts its own daemons; they are killed at the end."""
-    s = Site(tmp_path)
-    yield s
-    s.stop_all()
-
-
 # -- 1. a drop trains; the daemon and `train` give the same model ------------------------------
 
 

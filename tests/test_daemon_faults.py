@@ -34,13 +34,6 @@ def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     site.stop_all()
 
 
-@pytest.fixture
-def site(tmp_path: Path) -> Iterator[Site]:
-    s = Site(tmp_path)
-    yield s
-    s.stop_all()
-
-
 def serves(site: Site, name: str) -> None:
     """The daemon still serves: a small job dropped now completes."""
     job_id = site.drop(f"{name}.yaml", job_yaml(1))
