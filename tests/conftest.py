@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 from daemon_helpers import Site
 
+from ktrdr_daemon.spool import Spool
+
 
 @pytest.fixture
 def site(tmp_path: Path) -> Iterator[Site]:
@@ -15,3 +17,11 @@ def site(tmp_path: Path) -> Iterator[Site]:
     s = Site(tmp_path)
     yield s
     s.stop_all()
+
+
+@pytest.fixture
+def spool(tmp_path: Path) -> Spool:
+    """An empty spool with its folders, under the test's own tmp_path."""
+    s = Spool(tmp_path / "spool")
+    s.ensure_layout()
+    return s

@@ -51,13 +51,6 @@ VALID = b"strategy: rsi_mlp.yaml\nsymbols: [EURUSD]\nseed: 7\n"
 
 
 @pytest.fixture
-def spool(tmp_path: Path) -> Spool:
-    s = Spool(tmp_path / "spool")
-    s.ensure_layout()
-    return s
-
-
-@pytest.fixture
 def me() -> DaemonIdentity:
     return DaemonIdentity.current("test-daemon")
 

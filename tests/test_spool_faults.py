@@ -24,13 +24,6 @@ CLI = [sys.executable, "-m", "ktrdr_daemon.cli"]
 VALID = b"strategy: rsi_mlp.yaml\nseed: 7\n"
 
 
-@pytest.fixture
-def spool(tmp_path: Path) -> Spool:
-    s = Spool(tmp_path / "spool")
-    s.ensure_layout()
-    return s
-
-
 def cli(*args: str, spool: Spool) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*CLI, *args, "--spool", str(spool.root)], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
