@@ -35,14 +35,18 @@ def err(message: str) -> None:
     print(f"error: {printable(message)}", file=sys.stderr)
 
 
-def unknown_job(spool: sp.Spool, job_id: str) -> str | None:
-    """None when ``job_id`` names a job folder, else the message to print (with close ids)."""
+def unknown_job(spool: sp.Spool, job_id: str, submitted_ok: bool = False) -> str | None:
+    """None when ``job_id`` names a job folder, else the message to print (with close ids).
+    ``submitted_ok``: a drop still in incoming/ counts as a job too (``tail`` and ``wait``
+    wait for it to be accepted)."""
     try:
         if spool.job_dir(job_id).is_dir():
             return None
     except ValueError as exc:
         return str(exc)
     if any(os.path.lexists(spool.incoming / f"{job_id}{s}") for s in sp.DROP_SUFFIXES):
+        if submitted_ok:
+            return None
         return (f"job {job_id!r} is still in {spool.incoming} (not accepted yet: is a daemon "
                 "running? `ktrdr-daemon daemons`)")
     try:

@@ -39,8 +39,7 @@ from ktrdr_daemon.settings import Settings
 def cmd_tail(args: argparse.Namespace) -> int:
     """Follow a job until it ends; exit 0 completed, 1 failed, 2 cancelled, 130 on Ctrl-C."""
     spool = spool_from(args)
-    problem = unknown_job(spool, args.job_id)
-    if problem is not None and "still in" not in problem:  # a submitted job is waited for
+    if (problem := unknown_job(spool, args.job_id, submitted_ok=True)) is not None:
         err(problem)
         return EXIT_FAILED
     try:  # the imports too: a Ctrl-C while they load is the same interrupt

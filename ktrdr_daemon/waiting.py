@@ -97,7 +97,7 @@ def cmd_wait(args: argparse.Namespace) -> int:
     spool = spool_from(args)
     wanted = list(dict.fromkeys(args.job_ids))
     problems = [p for job_id in wanted
-                if (p := unknown_job(spool, job_id)) is not None and "still in" not in p]
+                if (p := unknown_job(spool, job_id, submitted_ok=True)) is not None]
     if problems:
         for problem in problems:
             err(problem)
