@@ -214,7 +214,6 @@ def _train(task: WorkerTask, spool: sp.Spool, claim: sp.Claim, stop: WorkerStop,
     from pipeline.checkpoint import IntervalCheckpoint, describe_resume
     from pipeline.run import run_training
     from pipeline.store import ModelStore
-    from pipeline.training_keys import TrainingConfig
 
     torch.set_num_threads(task.threads)
     try:
@@ -231,8 +230,7 @@ def _train(task: WorkerTask, spool: sp.Spool, claim: sp.Claim, stop: WorkerStop,
         resume = load_checkpoint(job_dir, progress)
         progress.set_state("running", resumed_from_epoch=_resumed_epoch(resume))
         if resume is not None:  # say so in the log: the epochs before it are not run again
-            progress.log(describe_resume(
-                resume, TrainingConfig.from_strategy(job.strategy.training).epochs, task.attempt))
+            progress.log(describe_resume(resume, job.strategy.training["epochs"], task.attempt))
         result = run_training(
             job, data_root=Path(task.data_root), models_root=Path(task.models_root),
             device=task.device, threads=task.threads, job_id=task.job_id, on_event=progress,
