@@ -187,8 +187,18 @@ def test_retry_requeues_a_failed_job_as_a_new_attempt(served) -> None:
 
 def test_daemons_alive_then_dead_after_sigkill(served) -> None:
     spool, daemon = served["spool"], served["daemon"]
-    rows = json.loads(cli("daemons", "--json", spool=spool).stdout)
-    (me,) = [r for r in rows if r["id"] == served["id"]]
+
+    def me_now() -> dict:
+        rows = json.loads(cli("daemons", "--json", spool=spool).stdout)
+        (me,) = [r for r in rows if r["id"] == served["id"]]
+        return me
+
+    # The counters travel in the heartbeat, written every heartbeat_seconds: the second
+    # completion (slow's, which the tests above waited for) shows at the next beat after the
+    # daemon reaps it, so look again until it is there (a hang guard, not a timing check).
+    deadline = time.monotonic() + 60
+    while (me := me_now())["counters"].get("completed") != 2 and time.monotonic() < deadline:
+        time.sleep(0.5)
     assert me["status"] == "alive" and me["device"] == "cpu" and me["pid"] == daemon.pid
     assert me["slots"] == 1 and me["heartbeat_age_seconds"] < 10
     assert me["counters"]["completed"] == 2
